@@ -1,0 +1,65 @@
+"""The live heatmap socket: one group per scale set, a snapshot on connect, deltas after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from fleet.events import scale_set_group
+from fleet.models import ScaleSet
+from fleet.selectors import heatmap_snapshot, scale_set_for_page
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Authenticates, joins `scale-set.<id>`, then sends a snapshot; deltas follow.
+
+    It joins before reading the snapshot, so a change committed in between arrives as a
+    delta after the snapshot rather than being lost.
+    """
+
+    scale_set_id: int
+
+    async def connect(self) -> None:
+        if not self.scope["user"].is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.scale_set_id = int(self.scope["url_route"]["kwargs"]["scale_set_id"])
+        self.group = scale_set_group(self.scale_set_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        snapshot = await self._snapshot()
+        if snapshot is None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.accept()
+        await self.send_json(snapshot)
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "snapshot":
+            snapshot = await self._snapshot()
+            if snapshot is not None:
+                await self.send_json(snapshot)
+
+    async def heatmap_delta(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "delta", "cells": event["cells"]})
+
+    async def heatmap_refresh(self, event: dict[str, Any]) -> None:
+        snapshot = await self._snapshot()
+        if snapshot is not None:
+            await self.send_json(snapshot)
+
+    @database_sync_to_async
+    def _snapshot(self) -> dict[str, Any] | None:
+        try:
+            return heatmap_snapshot(scale_set_for_page(self.scale_set_id))
+        except ScaleSet.DoesNotExist:
+            return None

@@ -1,0 +1,56 @@
+"""The one place that tells open pages about changes (Channels groups, on commit only).
+
+Groups: `scale-set.<id>` gets heatmap deltas. A service calls `instances_changed` once per
+bulk change with every instance it touched; after the transaction commits, their cells are
+read once and sent as one message. Delivery is at-most-once: a page that suspects it missed
+something asks for a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def scale_set_group(scale_set_id: int) -> str:
+    return f"scale-set.{scale_set_id}"
+
+
+def instances_changed(scale_set_id: int, instance_pks: Iterable[int]) -> None:
+    """Publish the new state of these instances once the current transaction commits."""
+    pks = sorted(set(instance_pks))
+    if pks:
+        transaction.on_commit(lambda: _send_cells(scale_set_id, pks))
+
+
+def scale_set_changed(scale_set_id: int) -> None:
+    """The set's model or target image changed: every cell may change; pages take a snapshot."""
+    transaction.on_commit(lambda: _send(scale_set_group(scale_set_id), {"type": "heatmap.refresh"}))
+
+
+def _send_cells(scale_set_id: int, pks: list[int]) -> None:
+    from fleet.models import ScaleSet
+    from fleet.selectors import heatmap_cells, scale_set_for_page, target_image
+
+    try:
+        scale_set = scale_set_for_page(scale_set_id)
+    except ScaleSet.DoesNotExist:  # deleted meanwhile: nobody to tell
+        return
+    cells = heatmap_cells(scale_set, target=target_image(scale_set), instance_pks=pks)
+    _send(scale_set_group(scale_set_id), {"type": "heatmap.delta", "cells": cells})
+
+
+def _send(group: str, message: dict[str, object]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a page missing a delta must never fail the change that caused it
+        log.warning("could not publish to %s", group, exc_info=True)

@@ -1,0 +1,286 @@
+"""Reads: image resolution, heatmap data and list summaries, each in a fixed number of queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db.models import Count, Exists, F, OuterRef, Q
+
+from fleet import clock
+from fleet.heatmap import CELL_STATES, cell_state
+from fleet.images import ImageRef
+from fleet.models import (
+    GalleryImageVersion,
+    ImagePublication,
+    ImageSource,
+    Instance,
+    PlatformImageVersion,
+    ReplicationState,
+    ScaleSet,
+    ScaleSetExtension,
+)
+from fleet.versions import LATEST
+
+
+def latest_platform_version(
+    *, publisher: str, offer: str, sku: str, region_id: int, at: dt.datetime | None = None
+) -> str | None:
+    """The highest version of the image published in the region by `at` (one query)."""
+    row = (
+        PlatformImageVersion.objects.filter(
+            publisher=publisher,
+            offer=offer,
+            sku=sku,
+            publications__region_id=region_id,
+            publications__published_at__lte=at or clock.now(),
+        )
+        .order_by("-sort_key")
+        .values_list("version", flat=True)
+        .first()
+    )
+    return row
+
+
+def latest_gallery_version(*, gallery_image_id: int, region_id: int) -> str | None:
+    """The highest version replicated to the region and not excluded from latest (one query)."""
+    return (
+        GalleryImageVersion.objects.filter(
+            image_id=gallery_image_id,
+            exclude_from_latest=False,
+            replicas__region_id=region_id,
+            replicas__state=ReplicationState.COMPLETED,
+        )
+        .order_by("-sort_key")
+        .values_list("name", flat=True)
+        .first()
+    )
+
+
+def target_image(scale_set: ScaleSet) -> ImageRef | None:
+    """The concrete image the set's model points at now ('latest' resolved); None if nothing
+    is published for it in the set's region yet."""
+    return target_images([scale_set])[scale_set.pk]
+
+
+def target_images(scale_sets: Sequence[ScaleSet]) -> dict[int, ImageRef | None]:
+    """target_image for many sets in at most two queries, whatever their number."""
+    now = clock.now()
+    result: dict[int, ImageRef | None] = {}
+    platform_latest: dict[tuple[str, str, str, int], str] = {}
+    wanted = {
+        (s.image_publisher, s.image_offer, s.image_sku, s.region_id)
+        for s in scale_sets
+        if s.image_source == ImageSource.PLATFORM and s.image_version == LATEST
+    }
+    if wanted:
+        condition = Q()
+        for publisher, offer, sku, region_id in wanted:
+            condition |= Q(
+                image_version__publisher=publisher,
+                image_version__offer=offer,
+                image_version__sku=sku,
+                region_id=region_id,
+            )
+        rows = (
+            ImagePublication.objects.filter(condition, published_at__lte=now)
+            .values_list(
+                "image_version__publisher",
+                "image_version__offer",
+                "image_version__sku",
+                "region_id",
+                "image_version__version",
+                "image_version__sort_key",
+            )
+            .order_by("image_version__sort_key")
+        )
+        for publisher, offer, sku, region_id, published_version, _ in rows:
+            platform_latest[(publisher, offer, sku, region_id)] = published_version  # ascending: last wins
+    gallery_latest: dict[tuple[int, int], str] = {}
+    gallery_ids = {
+        s.gallery_image_id
+        for s in scale_sets
+        if s.image_source == ImageSource.GALLERY and s.image_version in ("", LATEST)
+    }
+    if gallery_ids:
+        rows_g = (
+            GalleryImageVersion.objects.filter(
+                image_id__in=gallery_ids,
+                exclude_from_latest=False,
+                replicas__state=ReplicationState.COMPLETED,
+            )
+            .values_list("image_id", "replicas__region_id", "name")
+            .order_by("sort_key")
+        )
+        for image_id, region_id, name in rows_g:
+            gallery_latest[(image_id, region_id)] = name
+    for s in scale_sets:
+        version: str | None = s.image_version
+        if s.image_source == ImageSource.CUSTOM:
+            result[s.pk] = ImageRef(ImageSource.CUSTOM, s.custom_image_uri, "")
+            continue
+        if s.image_source == ImageSource.GALLERY:
+            assert s.gallery_image_id is not None
+            if version in ("", LATEST):
+                version = gallery_latest.get((s.gallery_image_id, s.region_id))
+            name = gallery_image_name(s)
+            result[s.pk] = ImageRef(ImageSource.GALLERY, name, version) if version else None
+            continue
+        if version == LATEST:
+            version = platform_latest.get((s.image_publisher, s.image_offer, s.image_sku, s.region_id))
+        name = f"{s.image_publisher}/{s.image_offer}/{s.image_sku}"
+        result[s.pk] = ImageRef(ImageSource.PLATFORM, name, version) if version else None
+    return result
+
+
+def gallery_image_name(scale_set: ScaleSet) -> str:
+    image = scale_set.gallery_image
+    assert image is not None
+    return f"{image.gallery.name}/{image.name}"
+
+
+# --- heatmap ------------------------------------------------------------------------------
+
+CELL_COLUMNS = [
+    "id",
+    "placement_group",
+    "update_domain",
+    "fault_domain",
+    "zone",
+    "state",
+    "image",
+    "health",
+    "power",
+    "provisioning",
+    "model_applied",
+    "last_error",
+]
+_CELL_FIELDS = [
+    "pk",
+    "instance_id",
+    "placement_group",
+    "update_domain",
+    "fault_domain",
+    "zone",
+    "power_state",
+    "provisioning_state",
+    "health_state",
+    "os_image",
+    "model_version",
+    "last_upgrade_outcome",
+    "last_error",
+]
+
+
+def heatmap_cells(
+    scale_set: ScaleSet, *, target: ImageRef | None, instance_pks: Iterable[int] | None = None
+) -> list[list[Any]]:
+    """One row per instance in CELL_COLUMNS order, sorted by instance id (one query)."""
+    rows = Instance.objects.filter(scale_set=scale_set)
+    if instance_pks is not None:
+        rows = rows.filter(pk__in=list(instance_pks))
+    target_key = target.key if target else None
+    cells = []
+    for row in rows.order_by("instance_id").values(*_CELL_FIELDS):
+        model_applied = row["model_version"] >= scale_set.model_version
+        up_to_date = model_applied and (target_key is None or row["os_image"] == target_key)
+        cells.append(
+            [
+                row["instance_id"],
+                row["placement_group"],
+                row["update_domain"],
+                row["fault_domain"],
+                row["zone"],
+                cell_state(
+                    power_state=row["power_state"],
+                    provisioning_state=row["provisioning_state"],
+                    health_state=row["health_state"],
+                    last_upgrade_outcome=row["last_upgrade_outcome"],
+                    up_to_date=up_to_date,
+                ),
+                ImageRef.from_key(row["os_image"]).label,
+                row["health_state"],
+                row["power_state"],
+                row["provisioning_state"],
+                model_applied,
+                row["last_error"],
+            ]
+        )
+    return cells
+
+
+def heatmap_snapshot(scale_set: ScaleSet) -> dict[str, Any]:
+    """Everything the heatmap needs to draw itself from nothing (three queries)."""
+    target = target_image(scale_set)
+    return {
+        "type": "snapshot",
+        "scale_set": {
+            "id": scale_set.pk,
+            "name": scale_set.name,
+            "model_version": scale_set.model_version,
+            "target_image": target.label if target else None,
+            "zones": scale_set.zones,
+        },
+        "states": [{"key": s.key, "label": s.label, "color": s.color} for s in CELL_STATES],
+        "columns": CELL_COLUMNS,
+        "cells": heatmap_cells(scale_set, target=target),
+    }
+
+
+def scale_set_for_page(scale_set_id: int) -> ScaleSet:
+    return ScaleSet.objects.select_related("region", "gallery_image__gallery").get(pk=scale_set_id)
+
+
+# --- list -------------------------------------------------------------------------------
+
+
+def scale_set_rows(*, region: str = "", mode: str = "", search: str = "") -> list[dict[str, Any]]:
+    """The scale-set list with a health and state summary per set (bounded queries)."""
+    sets = ScaleSet.objects.select_related("region", "gallery_image__gallery").annotate(
+        instance_count=Count("instances"),
+        healthy_count=Count("instances", filter=Q(instances__health_state="Healthy")),
+        down_count=Count(
+            "instances",
+            filter=Q(instances__power_state__in=["stopping", "stopped", "deallocating", "deallocated"]),
+        ),
+        outdated_model_count=Count("instances", filter=Q(instances__model_version__lt=F("model_version"))),
+        auto_extension_upgrade=Exists(
+            ScaleSetExtension.objects.filter(scale_set=OuterRef("pk"), enable_automatic_upgrade=True)
+        ),
+    )
+    if region:
+        sets = sets.filter(region__name=region)
+    if mode:
+        sets = sets.filter(upgrade_mode=mode)
+    if search:
+        sets = sets.filter(name__icontains=search)
+    sets_list = list(sets.order_by("name"))
+    image_counts = _instances_per_image(sets_list)
+    targets = target_images(sets_list)
+    rows = []
+    for scale_set in sets_list:
+        target = targets[scale_set.pk]
+        on_target = image_counts.get((scale_set.pk, target.key), 0) if target else 0
+        rows.append(
+            {
+                "scale_set": scale_set,
+                "target": target,
+                "instance_count": scale_set.instance_count,  # type: ignore[attr-defined]
+                "healthy_count": scale_set.healthy_count,  # type: ignore[attr-defined]
+                "down_count": scale_set.down_count,  # type: ignore[attr-defined]
+                "outdated_model_count": scale_set.outdated_model_count,  # type: ignore[attr-defined]
+                "on_target_count": on_target,
+            }
+        )
+    return rows
+
+
+def _instances_per_image(sets: Sequence[ScaleSet]) -> dict[tuple[int, str], int]:
+    counts = (
+        Instance.objects.filter(scale_set__in=sets)
+        .values("scale_set_id", "os_image")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {(row["scale_set_id"], row["os_image"]): row["n"] for row in counts}

@@ -1,0 +1,251 @@
+"""Writes to the fleet: each a keyword-only function doing one business action in one
+transaction, validating first and publishing to open pages on commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from fleet import clock, events
+from fleet.drivers import PowerAction, driver_for
+from fleet.health import validate_health_sources
+from fleet.models import (
+    DataDisk,
+    GalleryImage,
+    GalleryImageReplica,
+    GalleryImageVersion,
+    HealthState,
+    ImagePublication,
+    Instance,
+    PlatformImageVersion,
+    PowerState,
+    ProvisioningState,
+    Region,
+    ReplicationState,
+    ScaleSet,
+    ScaleSetExtension,
+)
+from fleet.placement import place
+from fleet.selectors import target_image
+
+
+@transaction.atomic
+def region_pair(*, region: Region, partner: Region | None) -> None:
+    """Make two regions each other's geo pair (symmetric), unpairing their old partners."""
+    if partner is not None and partner.pk == region.pk:
+        raise ValidationError("A region cannot be its own geo pair.")
+    Region.objects.filter(geo_pair__in=[r for r in (region, partner) if r is not None]).update(geo_pair=None)
+    Region.objects.filter(pk=region.pk).update(geo_pair=None)
+    if partner is not None:
+        Region.objects.filter(pk=partner.pk).update(geo_pair=None)
+        Region.objects.filter(pk=region.pk).update(geo_pair=partner)
+        Region.objects.filter(pk=partner.pk).update(geo_pair=region)
+    region.refresh_from_db()
+    if partner is not None:
+        partner.refresh_from_db()
+
+
+@transaction.atomic
+def platform_image_publish(
+    *,
+    publisher: str,
+    offer: str,
+    sku: str,
+    version: str,
+    regions: Iterable[Region],
+    at: dt.datetime | None = None,
+) -> PlatformImageVersion:
+    """Publish a platform image version in regions (again, for more regions, is fine)."""
+    image_version = PlatformImageVersion.objects.filter(
+        publisher=publisher, offer=offer, sku=sku, version=version
+    ).first()
+    if image_version is None:
+        image_version = PlatformImageVersion(publisher=publisher, offer=offer, sku=sku, version=version)
+        image_version.full_clean()
+        image_version.save()
+    published_at = at or clock.now()
+    for region in regions:
+        ImagePublication.objects.get_or_create(
+            image_version=image_version, region=region, defaults={"published_at": published_at}
+        )
+    return image_version
+
+
+@transaction.atomic
+def gallery_image_version_publish(
+    *,
+    image: GalleryImage,
+    name: str,
+    target_regions: Iterable[Region],
+    exclude_from_latest: bool = False,
+    replication_seconds: float = 0.0,
+) -> GalleryImageVersion:
+    """Create a gallery image version; replication to each target region completes after
+    `replication_seconds` of simulated time (see gallery_replication_advance)."""
+    regions = list(target_regions)
+    if not regions:
+        raise ValidationError({"target_regions": "A gallery image version needs at least one target region."})
+    version = GalleryImageVersion(
+        image=image, name=name, exclude_from_latest=exclude_from_latest, published_at=clock.now()
+    )
+    version.full_clean()
+    version.save()
+    completes_at = clock.after(replication_seconds)
+    done = replication_seconds <= 0
+    GalleryImageReplica.objects.bulk_create(
+        GalleryImageReplica(
+            version=version,
+            region=region,
+            state=ReplicationState.COMPLETED if done else ReplicationState.REPLICATING,
+            completes_at=completes_at,
+        )
+        for region in regions
+    )
+    return version
+
+
+def gallery_replication_advance(now: dt.datetime) -> int:
+    """Complete the replications that fell due."""
+    return GalleryImageReplica.objects.filter(state=ReplicationState.REPLICATING, completes_at__lte=now).update(
+        state=ReplicationState.COMPLETED
+    )
+
+
+def scale_set_create(
+    *,
+    subscription_id: str,
+    resource_group: str,
+    name: str,
+    region: Region,
+    capacity: int,
+    extensions: Sequence[dict[str, Any]] = (),
+    data_disks: int = 1,
+    **model: Any,
+) -> ScaleSet:
+    """Create a scale set and its instances, placed and provisioned on the resolved image.
+
+    `model` takes ScaleSet field names (image_publisher=…, upgrade_mode=…, …). Every field
+    is validated before anything is written; an invalid set writes nothing.
+    """
+    scale_set = ScaleSet(
+        subscription_id=subscription_id,
+        resource_group=resource_group,
+        name=name,
+        region=region,
+        capacity=capacity,
+        **model,
+    )
+    scale_set.full_clean()
+    extension_rows = [ScaleSetExtension(scale_set=scale_set, **spec) for spec in extensions]
+    for ext in extension_rows:
+        ext.full_clean(exclude=["scale_set"])
+    validate_health_sources(scale_set, extension_rows)
+    image = target_image(scale_set)
+    if image is None:
+        raise ValidationError({"image_version": f"No version of this image is available in {region.name} yet."})
+    with transaction.atomic():
+        scale_set.save()
+        for ext in extension_rows:
+            ext.scale_set = scale_set
+        ScaleSetExtension.objects.bulk_create(extension_rows)
+        extension_states = {e.name: {"version": e.type_handler_version, "state": "Succeeded"} for e in extension_rows}
+        _instances_create(scale_set, range(capacity), image.key, extension_states, data_disks)
+    return scale_set
+
+
+def _instances_create(
+    scale_set: ScaleSet,
+    instance_ids: Iterable[int],
+    image_key: str,
+    extension_states: dict[str, Any],
+    data_disks: int,
+) -> None:
+    instances = []
+    for instance_id in instance_ids:
+        spot = place(
+            instance_id,
+            zones=scale_set.zones,
+            fault_domain_count=scale_set.platform_fault_domain_count,
+            single_placement_group=scale_set.single_placement_group,
+        )
+        instances.append(
+            Instance(
+                scale_set=scale_set,
+                instance_id=instance_id,
+                placement_group=spot.placement_group,
+                update_domain=spot.update_domain,
+                fault_domain=spot.fault_domain,
+                zone=spot.zone,
+                power_state=PowerState.RUNNING,
+                provisioning_state=ProvisioningState.SUCCEEDED,
+                health_state=HealthState.HEALTHY,
+                os_disk=f"{scale_set.name}_{instance_id}_OsDisk_1",
+                os_image=image_key,
+                extension_states=extension_states,
+                model_version=scale_set.model_version,
+            )
+        )
+    Instance.objects.bulk_create(instances, batch_size=500)
+    created = Instance.objects.filter(scale_set=scale_set, instance_id__in=[i.instance_id for i in instances])
+    disks = []
+    for pk, instance_id in created.values_list("pk", "instance_id"):
+        for lun in range(data_disks):
+            seed = f"{scale_set.resource_id}/{instance_id}/lun{lun}"
+            disks.append(DataDisk(instance_id=pk, lun=lun, content_seed=seed, checksum=DataDisk.checksum_of(seed)))
+    DataDisk.objects.bulk_create(disks, batch_size=1000)
+
+
+def instances_select(scale_set: ScaleSet, instance_ids: Sequence[int | str] | str) -> list[Instance]:
+    """The instances named by ids (numbers or numeric strings) or '*' for all; unknown ids
+    are refused by name, so a typo never silently acts on fewer instances."""
+    rows = Instance.objects.filter(scale_set=scale_set).order_by("instance_id")
+    if instance_ids == "*" or (isinstance(instance_ids, list | tuple) and list(instance_ids) == ["*"]):
+        return list(rows)
+    wanted: set[int] = set()
+    for raw in instance_ids:
+        if isinstance(raw, bool) or not str(raw).isdigit():
+            raise ValidationError({"instance_ids": f"'{raw}' is not an instance id."})
+        wanted.add(int(raw))
+    found = list(rows.filter(instance_id__in=wanted))
+    missing = wanted - {i.instance_id for i in found}
+    if missing:
+        raise ValidationError(
+            {"instance_ids": f"{scale_set.name} has no instance {', '.join(map(str, sorted(missing)))}."}
+        )
+    return found
+
+
+def instances_power(
+    *, scale_set: ScaleSet, instance_ids: Sequence[int | str] | str, action: PowerAction
+) -> list[Instance]:
+    """Start, restart, power off or deallocate instances (SPEC 3.3, power actions)."""
+    instances = instances_select(scale_set, instance_ids)
+    driver_for(scale_set).power(instances, action)
+    return instances
+
+
+def instances_set_maintenance(
+    *, scale_set: ScaleSet, instance_ids: Sequence[int | str] | str, on: bool
+) -> list[Instance]:
+    """Maintenance makes instances unhealthy until it ends (the simulator's fault knob)."""
+    instances = instances_select(scale_set, instance_ids)
+    driver_for(scale_set).set_maintenance(instances, on=on)
+    return instances
+
+
+def simulator_advance(now: dt.datetime | None = None) -> int:
+    """Apply every simulated change that fell due (called by the beat each second)."""
+    from fleet.drivers import simulator
+
+    moment = now or clock.now()
+    gallery_replication_advance(moment)
+    return simulator.advance(moment)
+
+
+def scale_set_touched(scale_set: ScaleSet) -> None:
+    """Tell open pages to redraw a set whose model or catalog changed (admin edits)."""
+    events.scale_set_changed(scale_set.pk)

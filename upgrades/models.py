@@ -1,0 +1,1 @@
+"""Upgrade runs, batches, instance outcomes and their event log (the engine's state)."""
