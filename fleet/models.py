@@ -100,6 +100,9 @@ class ImagePublication(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["image_version", "region"], name="unique_publication")]
 
+    def __str__(self) -> str:
+        return f"{self.image_version_id} in {self.region_id} from {self.published_at:%Y-%m-%d %H:%M}"
+
 
 class Gallery(models.Model):
     """An Azure Compute Gallery."""
