@@ -66,22 +66,25 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------------
+# WAL + IMMEDIATE transactions + a busy timeout: the web tier and the workers write
+# concurrently without "database is locked" (measured, see docs/DECISIONS.md).
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # sqlite:////abs/path
+        DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
 else:
     VAR_DIR.mkdir(exist_ok=True)  # the embedded database and Redis socket live here
-    # WAL + IMMEDIATE transactions + a busy timeout: the web tier and the workers write
-    # concurrently without "database is locked" (measured, see docs/DECISIONS.md).
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "console.sqlite3"),
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             # A file, not memory: worker and server processes started by tests must see it.
             "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
         }
@@ -121,7 +124,7 @@ CELERY_BEAT_SCHEDULE = {
 # TIME_SCALE compresses every simulated duration and wait: at 60, a 5-minute health wait
 # takes 5 real seconds. Production timing is 1.
 TIME_SCALE = env_float("TIME_SCALE", 1.0, minimum_exclusive=0)
-SIMULATOR_SEED = env_int("SIMULATOR_SEED", 1)
+SIMULATOR_SEED = env_int("SIMULATOR_SEED", 1, minimum=0)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -138,8 +141,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "static"
-WHITENOISE_USE_FINDERS = True  # serve from static/ directly, no collectstatic step needed
+# Served from static/ (and the plotly wheel) through the finders: no collectstatic step on a
+# laptop. A deployment may collect them into STATIC_ROOT and serve that instead.
+STATIC_ROOT = env_str("STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and bool(DATABASE_URL))

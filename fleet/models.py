@@ -648,7 +648,8 @@ class DataDisk(models.Model):
 
 def parse_iso_duration(value: str) -> dt.timedelta:
     """An ISO 8601 duration like PT0S, PT30S, PT1H30M; refused clearly when malformed."""
-    parsed = parse_duration(value) if isinstance(value, str) and value.startswith("P") else None
+    well_formed = isinstance(value, str) and value.startswith("P") and not value.endswith("T")
+    parsed = parse_duration(value) if well_formed and any(c.isdigit() for c in value) else None
     if parsed is None:
         raise ValidationError(f"'{value}' is not an ISO 8601 duration: use a form like PT0S, PT30S, PT5M or PT1H.")
     if parsed < dt.timedelta(0):

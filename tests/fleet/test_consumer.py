@@ -1,0 +1,113 @@
+"""The live heatmap socket over the real Redis channel layer: login, snapshot, deltas."""
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from config.asgi import application
+from fleet import services
+from fleet.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from fleet.drivers import PowerAction
+from tests import factories
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+ORIGIN = (b"origin", b"http://localhost")
+
+
+async def test_the_channel_layer_is_redis():
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+
+
+@database_sync_to_async
+def logged_in_cookie(role: str = "viewers") -> bytes:
+    client = Client()
+    client.force_login(factories.user("ann", role))
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@database_sync_to_async
+def make_scale_set(capacity: int = 12):
+    return factories.scale_set(capacity=capacity, zones=[])
+
+
+def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
+
+
+async def test_anonymous_users_are_refused():
+    scale_set = await make_scale_set()
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/")
+    connected, code = await socket.connect()
+    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+
+
+async def test_a_socket_without_an_allowed_origin_is_refused():
+    scale_set = await make_scale_set()
+    cookie = await logged_in_cookie()
+    socket = WebsocketCommunicator(
+        application,
+        f"/ws/scale-sets/{scale_set.pk}/",
+        headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie)],
+    )
+    connected, _ = await socket.connect()
+    assert not connected
+
+
+async def test_an_unknown_scale_set_is_closed_with_not_found():
+    cookie = await logged_in_cookie()
+    socket = communicator("/ws/scale-sets/999999/", (b"cookie", cookie))
+    connected, code = await socket.connect()
+    assert (connected, code) == (False, CLOSE_NOT_FOUND)
+
+
+async def test_a_viewer_gets_a_snapshot_then_a_delta_when_a_service_changes_an_instance():
+    scale_set = await make_scale_set()
+    cookie = await logged_in_cookie("viewers")
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/", (b"cookie", cookie))
+    connected, _ = await socket.connect()
+    assert connected
+    snapshot = await socket.receive_json_from(timeout=5)
+    assert snapshot["type"] == "snapshot"
+    assert len(snapshot["cells"]) == 12
+    columns = snapshot["columns"]
+    state = columns.index("state")
+    assert {cell[state] for cell in snapshot["cells"]} == {"up_to_date"}
+    assert [s["key"] for s in snapshot["states"]][:2] == ["up_to_date", "outdated"]
+
+    await database_sync_to_async(services.instances_power)(
+        scale_set=scale_set, instance_ids=[3, 4], action=PowerAction.POWER_OFF
+    )
+    delta = await socket.receive_json_from(timeout=5)
+    assert delta["type"] == "delta"
+    assert sorted((cell[0], cell[state]) for cell in delta["cells"]) == [(3, "stopped"), (4, "stopped")]
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+
+
+async def test_a_page_can_ask_for_a_fresh_snapshot():
+    scale_set = await make_scale_set(capacity=3)
+    cookie = await logged_in_cookie()
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/", (b"cookie", cookie))
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+    await socket.send_json_to({"type": "snapshot"})
+    again = await socket.receive_json_from(timeout=5)
+    assert again["type"] == "snapshot"
+    assert len(again["cells"]) == 3
+    await socket.disconnect()
+
+
+async def test_changes_to_another_set_are_not_sent():
+    watched = await make_scale_set(capacity=3)
+    other = await database_sync_to_async(factories.scale_set)("other", capacity=3, zones=[])
+    cookie = await logged_in_cookie()
+    socket = communicator(f"/ws/scale-sets/{watched.pk}/", (b"cookie", cookie))
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+    await database_sync_to_async(services.instances_power)(
+        scale_set=other, instance_ids=[0], action=PowerAction.POWER_OFF
+    )
+    assert await socket.receive_nothing(timeout=0.5)
+    await socket.disconnect()
