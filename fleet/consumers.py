@@ -25,7 +25,10 @@ class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     scale_set_id: int
 
     async def connect(self) -> None:
+        # Accept before closing: a close before accept becomes an HTTP 403 on the handshake and
+        # the page would only see 1006, not why.
         if not self.scope["user"].is_authenticated:
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.scale_set_id = int(self.scope["url_route"]["kwargs"]["scale_set_id"])
@@ -34,6 +37,7 @@ class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         snapshot = await self._snapshot()
         if snapshot is None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.accept()

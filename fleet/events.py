@@ -9,7 +9,8 @@ something asks for a fresh snapshot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -31,7 +32,7 @@ def instances_changed(scale_set_id: int, instance_pks: Iterable[int]) -> None:
 
 def scale_set_changed(scale_set_id: int) -> None:
     """The set's model or target image changed: every cell may change; pages take a snapshot."""
-    transaction.on_commit(lambda: _send(scale_set_group(scale_set_id), {"type": "heatmap.refresh"}))
+    transaction.on_commit(lambda: send(scale_set_group(scale_set_id), {"type": "heatmap.refresh"}))
 
 
 def _send_cells(scale_set_id: int, pks: list[int]) -> None:
@@ -43,10 +44,10 @@ def _send_cells(scale_set_id: int, pks: list[int]) -> None:
     except ScaleSet.DoesNotExist:  # deleted meanwhile: nobody to tell
         return
     cells = heatmap_cells(scale_set, target=target_image(scale_set), instance_pks=pks)
-    _send(scale_set_group(scale_set_id), {"type": "heatmap.delta", "cells": cells})
+    send(scale_set_group(scale_set_id), {"type": "heatmap.delta", "cells": cells})
 
 
-def _send(group: str, message: dict[str, object]) -> None:
+def send(group: str, message: Mapping[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return

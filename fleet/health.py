@@ -25,6 +25,10 @@ class HealthSource:
     interval_seconds: float = 0.0
     number_of_probes: int = 1
     grace_period_seconds: float = 0.0
+    # Whether gracePeriod was given in the extension's settings. Without it the grace period
+    # defaults to interval × probes (the time of the first verdict, R-H-2), which must not
+    # shorten the PT5M health wait of an upgrade batch (SPEC 3.1: "its grace period when set").
+    grace_period_set: bool = False
 
     @property
     def settle_seconds(self) -> float:
@@ -42,7 +46,7 @@ class HealthSource:
     @property
     def health_wait_seconds(self) -> float:
         """How long a batch may take to become healthy (SPEC 3.1): PT5M, or the grace period."""
-        if self.kind == "extension" and self.grace_period_seconds:
+        if self.kind == "extension" and self.grace_period_set and self.grace_period_seconds:
             return self.grace_period_seconds
         return DEFAULT_HEALTH_WAIT_SECONDS
 
@@ -66,6 +70,7 @@ def health_source_of(scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension
             interval_seconds=settings.interval_seconds,
             number_of_probes=settings.number_of_probes,
             grace_period_seconds=settings.grace_period_seconds,
+            grace_period_set="gracePeriod" in app_health[0].settings,
         )
     return HealthSource(kind="")
 

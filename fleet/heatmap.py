@@ -41,9 +41,13 @@ def cell_state(
     up_to_date: bool,
 ) -> str:
     """Classify one instance; the order of the checks is the order of what matters most."""
+    # A reimage stops the instance while provisioning is "updating": that is an upgrade in
+    # flight, not a stopped machine, so provisioning is checked first.
+    if provisioning_state in _BUSY_PROVISIONING:
+        return "upgrading"
     if power_state in _DOWN:
         return "stopped"
-    if provisioning_state in _BUSY_PROVISIONING or power_state == "starting":
+    if power_state == "starting":
         return "upgrading"
     if provisioning_state == "failed" or last_upgrade_outcome in ("Failed", "RollbackFailed"):
         return "failed"

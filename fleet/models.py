@@ -603,6 +603,9 @@ class Instance(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     driver_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     driver_plan = models.JSONField(default=list, blank=True)
+    driver_operations = models.JSONField(
+        default=list, blank=True, help_text="Recent operation ids the driver applied (acts once per id)"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -628,7 +631,7 @@ class DataDisk(models.Model):
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="data_disks")
     lun = models.PositiveSmallIntegerField()
     size_gb = models.PositiveIntegerField(default=128)
-    content_seed = models.CharField(max_length=64)
+    content_seed = models.CharField(max_length=300)
     checksum = models.CharField(max_length=64)
 
     class Meta:

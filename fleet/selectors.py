@@ -134,6 +134,32 @@ def target_images(scale_sets: Sequence[ScaleSet]) -> dict[int, ImageRef | None]:
     return result
 
 
+def pinned_version_missing(scale_set: ScaleSet) -> str | None:
+    """A message when the set pins an image version that its region does not have (one query)."""
+    version = scale_set.image_version
+    if version in ("", LATEST) or scale_set.image_source == ImageSource.CUSTOM:
+        return None
+    if scale_set.image_source == ImageSource.GALLERY:
+        found = GalleryImageVersion.objects.filter(
+            image_id=scale_set.gallery_image_id,
+            name=version,
+            replicas__region_id=scale_set.region_id,
+            replicas__state=ReplicationState.COMPLETED,
+        ).exists()
+    else:
+        found = ImagePublication.objects.filter(
+            image_version__publisher=scale_set.image_publisher,
+            image_version__offer=scale_set.image_offer,
+            image_version__sku=scale_set.image_sku,
+            image_version__version=version,
+            region_id=scale_set.region_id,
+            published_at__lte=clock.now(),
+        ).exists()
+    if found:
+        return None
+    return f"Image version {version} is not available in {scale_set.region.name}."
+
+
 def gallery_image_name(scale_set: ScaleSet) -> str:
     image = scale_set.gallery_image
     assert image is not None

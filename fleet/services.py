@@ -30,7 +30,7 @@ from fleet.models import (
     ScaleSetExtension,
 )
 from fleet.placement import place
-from fleet.selectors import target_image
+from fleet.selectors import pinned_version_missing, target_image
 
 
 @transaction.atomic
@@ -144,6 +144,8 @@ def scale_set_create(
     for ext in extension_rows:
         ext.full_clean(exclude=["scale_set"])
     validate_health_sources(scale_set, extension_rows)
+    if missing := pinned_version_missing(scale_set):
+        raise ValidationError({"image_version": missing})
     image = target_image(scale_set)
     if image is None:
         raise ValidationError({"image_version": f"No version of this image is available in {region.name} yet."})

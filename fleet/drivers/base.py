@@ -27,12 +27,16 @@ class PowerAction(StrEnum):
 class Driver(Protocol):
     scale_set: ScaleSet
 
-    def reimage(self, instances: Sequence[Instance], image: ImageRef) -> None:
+    def reimage(self, instances: Sequence[Instance], image: ImageRef, *, operation: str) -> None:
         """New OS disk from `image` (the old one kept for rollback), data disks untouched,
-        then the model's extensions in provisionAfterExtensions order (R-UPG-1, R-MAN-2)."""
+        then the model's extensions in provisionAfterExtensions order (R-UPG-1, R-MAN-2).
 
-    def restore_previous_os_disk(self, instances: Sequence[Instance]) -> None:
-        """Put the kept OS disk back and boot from it (rollback, R-ROLLBACK-1)."""
+        `operation` makes the call idempotent: an instance that already had this operation
+        applied is left alone, so a call repeated after a crash upgrades nothing twice."""
+
+    def restore_previous_os_disk(self, instances: Sequence[Instance], *, operation: str) -> None:
+        """Put the kept OS disk back and boot from it (rollback, R-ROLLBACK-1); idempotent
+        per operation like reimage."""
 
     def power(self, instances: Sequence[Instance], action: PowerAction) -> None:
         """Start, restart, power off or deallocate."""

@@ -70,7 +70,11 @@ _WRITTEN = _PLAN_FIELDS + [
     "under_maintenance",
     "driver_due_at",
     "driver_plan",
+    "driver_operations",
 ]
+# Operation ids remembered per instance: enough for any call an engine may repeat (a lease
+# runs out within minutes), few enough to keep the row small.
+_KEPT_OPERATIONS = 20
 
 
 def chosen_share(instance_ids: Iterable[int], *, share: float, salt: str) -> set[int]:
@@ -106,14 +110,22 @@ class SimulatorDriver:
         self._extensions: list[ScaleSetExtension] | None = None
         self._all_ids: list[int] | None = None
         self._profiles: dict[str, FaultProfile] = {}
+        # (key, fault) -> chosen ids: ranking the whole set once per key, not once per instance
+        # (ranking per instance was quadratic: 3 s of hashing to reimage 1,000 instances).
+        self._chosen_ids: dict[tuple[str, str], set[int]] = {}
 
     # --- the interface --------------------------------------------------------------------
 
-    def reimage(self, instances: Sequence[Instance], image: ImageRef) -> None:
-        self._act(instances, lambda inst, plan: self._plan_reimage(inst, plan, image), extra_keys=[image.key])
+    def reimage(self, instances: Sequence[Instance], image: ImageRef, *, operation: str) -> None:
+        self._act(
+            instances,
+            lambda inst, plan: self._plan_reimage(inst, plan, image),
+            extra_keys=[image.key],
+            operation=operation,
+        )
 
-    def restore_previous_os_disk(self, instances: Sequence[Instance]) -> None:
-        self._act(instances, self._plan_restore)
+    def restore_previous_os_disk(self, instances: Sequence[Instance], *, operation: str) -> None:
+        self._act(instances, self._plan_restore, operation=operation)
 
     def power(self, instances: Sequence[Instance], action: PowerAction) -> None:
         planners = {
@@ -130,14 +142,17 @@ class SimulatorDriver:
     def set_maintenance(self, instances: Sequence[Instance], *, on: bool) -> None:
         def plan_maintenance(instance: Instance, plan: _Plan) -> None:
             instance.under_maintenance = on
-            if instance.power_state != PowerState.RUNNING or instance.driver_plan:
-                return  # an action in flight settles health itself, maintenance included
+            if instance.power_state != PowerState.RUNNING:
+                return  # the next boot settles health, maintenance included
             if on:
-                plan.then(health_state=HealthState.UNHEALTHY)
-            elif instance.provisioning_state == ProvisioningState.SUCCEEDED:
-                self._settle_health(instance, plan, instance.os_image, immediate=True)
+                # At once, even with an action in flight (an extension install keeps the
+                # instance Healthy meanwhile); `_apply_due` keeps its later Healthy away.
+                instance.health_state = HealthState.UNHEALTHY
+            elif not instance.driver_plan and instance.provisioning_state == ProvisioningState.SUCCEEDED:
+                # (an action in flight settles health itself)
+                self._settle_health(instance, plan, instance.os_image, instance.extension_states, immediate=True)
 
-        self._act(instances, plan_maintenance, keep_pending=True)
+        self._act(instances, plan_maintenance)
 
     def advance(self, now: dt.datetime) -> int:
         return advance(now, scale_set_ids=[self.scale_set.pk])
@@ -153,6 +168,7 @@ class SimulatorDriver:
             provisioning_state=ProvisioningState.UPDATING,
             power_state=PowerState.STOPPING,
             health_state=HealthState.UNKNOWN,
+            extension_states={},  # the new OS disk has no extension yet; _boot provisions them
             last_error="",
         )
         plan.wait(self.durations.reimage)
@@ -196,36 +212,53 @@ class SimulatorDriver:
     def _plan_extensions(self, instance: Instance, plan: _Plan, versions: dict[str, str]) -> None:
         plan.then(provisioning_state=ProvisioningState.UPDATING)
         states = dict(instance.extension_states)
-        failed = []
+        failed: list[str] = []
         for name, version in versions.items():
-            plan.wait(self.durations.extension)
-            ext = self._extension(name)
-            key = f"{ext.publisher}.{ext.type}@{version}" if ext else f"{name}@{version}"
-            ok = instance.instance_id not in self._chosen(key, "provisioning")
-            states[name] = {"version": version, "state": "Succeeded" if ok else "Failed"}
-            if not ok:
-                failed.append(f"{name} {version}")
-        self._finish_provisioning(instance, plan, states, failed, instance.os_image)
+            self._provision(instance, plan, name, version, states, failed)  # one by one (R-EXT-3)
+        # R-H-3: a stopped or deallocated instance gets its extensions but never turns healthy.
+        running = instance.power_state == PowerState.RUNNING
+        self._finish_provisioning(instance, plan, states, failed, instance.os_image, settle_health=running)
 
     def _boot(self, instance: Instance, plan: _Plan, image_key: str, *, provision_extensions: bool) -> None:
         plan.then(power_state=PowerState.STARTING)
         plan.wait(self._boot_seconds(image_key))
         plan.then(power_state=PowerState.RUNNING)
         states = dict(instance.extension_states)
-        failed = []
+        failed: list[str] = []
         if instance.instance_id in self._chosen(image_key, "provisioning"):
             failed.append("OS provisioning")
         if provision_extensions:
+            states = {}  # a new OS disk holds the model's extensions only, none of an old model's
             for ext in self._extensions_in_order():
-                plan.wait(self.durations.extension)
-                ok = instance.instance_id not in self._chosen(ext.key, "provisioning")
-                states[ext.name] = {"version": ext.type_handler_version, "state": "Succeeded" if ok else "Failed"}
-                if not ok:
-                    failed.append(f"{ext.name} {ext.type_handler_version}")
+                self._provision(instance, plan, ext.name, ext.type_handler_version, states, failed)
         self._finish_provisioning(instance, plan, states, failed, image_key)
 
+    def _provision(
+        self, instance: Instance, plan: _Plan, name: str, version: str, states: dict[str, Any], failed: list[str]
+    ) -> None:
+        """Provision one extension version: it fails by its fault knob, or when its protected
+        settings hold a credential expired by then (R-CRED-1). Each extension's state shows
+        when it is done, so the provisionAfterExtensions order is visible (R-UPG-1)."""
+        plan.wait(self.durations.extension)
+        problem = ""
+        if instance.instance_id in self._chosen(self._extension_key(name, version), "provisioning"):
+            problem = f"{name} {version}"
+        elif expired := _expired_credential(self._extension(name), plan.at):
+            problem = f"{name} {version} (its credential expired on {expired})"
+        states[name] = {"version": version, "state": "Failed" if problem else "Succeeded"}
+        if problem:
+            failed.append(problem)
+        plan.then(extension_states=dict(states))
+
     def _finish_provisioning(
-        self, instance: Instance, plan: _Plan, states: dict[str, Any], failed: list[str], image_key: str
+        self,
+        instance: Instance,
+        plan: _Plan,
+        states: dict[str, Any],
+        failed: list[str],
+        image_key: str,
+        *,
+        settle_health: bool = True,
     ) -> None:
         if failed:
             plan.then(
@@ -236,13 +269,19 @@ class SimulatorDriver:
             )
             return
         plan.then(extension_states=states, provisioning_state=ProvisioningState.SUCCEEDED)
-        self._settle_health(instance, plan, image_key, immediate=False)
+        if settle_health:
+            self._settle_health(instance, plan, image_key, states, immediate=False)
 
-    def _settle_health(self, instance: Instance, plan: _Plan, image_key: str, *, immediate: bool) -> None:
-        """Health after a boot, by the set's health source (R-H-1..3) and the image's fate."""
+    def _settle_health(
+        self, instance: Instance, plan: _Plan, image_key: str, states: dict[str, Any], *, immediate: bool
+    ) -> None:
+        """Health after a boot, by the set's health source (R-H-1..3) and the fate of the image
+        and of the extension versions installed (`states`: an extension upgrade may install a
+        version the model does not name, R-EXT-1)."""
         source = self._health_source()
+        extension_keys = [self._extension_key(name, state.get("version", "")) for name, state in states.items()]
         never_healthy = instance.instance_id in self._chosen(image_key, "never_healthy") or any(
-            instance.instance_id in self._chosen(key, "never_healthy") for key in self._extension_keys()
+            instance.instance_id in self._chosen(key, "never_healthy") for key in extension_keys
         )
         if not source.kind:
             plan.then(health_state=HealthState.HEALTHY)  # R-H-3: running, extensions provisioned
@@ -261,9 +300,12 @@ class SimulatorDriver:
     # --- machinery ------------------------------------------------------------------------
 
     def _act(
-        self, instances: Sequence[Instance], planner: Any, *, extra_keys: Sequence[str] = (), keep_pending: bool = False
+        self, instances: Sequence[Instance], planner: Any, *, extra_keys: Sequence[str] = (), operation: str = ""
     ) -> None:
-        """Lock the rows, give each a new plan, apply what is due at once, publish on commit."""
+        """Lock the rows, give each a new plan, apply what is due at once, publish on commit.
+
+        With an `operation` id, an instance acts at most once per id: the id is recorded in
+        the same transaction as the plan, so a call repeated after a crash changes nothing."""
         if not instances:
             return
         pks = [i.pk for i in instances]
@@ -274,10 +316,16 @@ class SimulatorDriver:
         with transaction.atomic():
             rows = list(Instance.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
             for row in rows:
+                if operation:
+                    if operation in row.driver_operations:
+                        continue
+                    row.driver_operations = [*row.driver_operations, operation][-_KEPT_OPERATIONS:]
                 plan = _Plan(now)
                 planner(row, plan)
-                if keep_pending and row.driver_plan:
-                    continue  # maintenance flag recorded; the pending plan stays as it is
+                if not plan.steps and row.driver_plan:
+                    # Nothing new to do (start on a running instance, maintenance): the action
+                    # in flight must still finish, so its pending plan stays as it is.
+                    continue
                 row.driver_plan = plan.steps
                 _apply_due(row, now)
             Instance.objects.bulk_update(rows, _WRITTEN)
@@ -297,8 +345,10 @@ class SimulatorDriver:
     def _extension(self, name: str) -> ScaleSetExtension | None:
         return next((e for e in self._extensions_in_order() if e.name == name), None)
 
-    def _extension_keys(self) -> list[str]:
-        return [e.key for e in self._extensions_in_order()]
+    def _extension_key(self, name: str, version: str) -> str:
+        """publisher.type@version of the model's extension `name` (name@version if unknown)."""
+        ext = self._extension(name)
+        return f"{ext.publisher}.{ext.type}@{version}" if ext else f"{name}@{version}"
 
     def _load_profiles(self, keys: Iterable[str]) -> None:
         missing = {k for k in keys if k and k not in self._profiles}
@@ -308,6 +358,11 @@ class SimulatorDriver:
                 self._profiles[key] = found.get(key) or FaultProfile(target=key)
 
     def _chosen(self, key: str, fault: str) -> set[int]:
+        if (key, fault) not in self._chosen_ids:
+            self._chosen_ids[key, fault] = self._choose(key, fault)
+        return self._chosen_ids[key, fault]
+
+    def _choose(self, key: str, fault: str) -> set[int]:
         self._load_profiles([key])
         profile = self._profiles[key]
         share = profile.never_healthy_share if fault == "never_healthy" else profile.provisioning_failure_share
@@ -342,6 +397,27 @@ def _provision_order(extensions: list[ScaleSetExtension]) -> list[ScaleSetExtens
     for ext in extensions:
         visit(ext)
     return ordered
+
+
+def _expired_credential(extension: ScaleSetExtension | None, at: dt.datetime) -> str:
+    """The `expiresOn` (ISO 8601) of a credential in the extension's protected settings that
+    has passed by `at`, or "" (R-CRED-1). A credential is any object there with `expiresOn`."""
+    pending: list[Any] = [extension.protected_settings] if extension else []
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
+        if not isinstance(value, dict):
+            continue
+        pending.extend(value.values())
+        expires = value.get("expiresOn")
+        try:
+            moment = dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None
+        except ValueError:
+            continue  # not a date: model validation's business, not a provisioning failure
+        if moment is not None and (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)) <= at:
+            return str(expires)
+    return ""
 
 
 def _next_os_disk(instance: Instance) -> str:

@@ -98,7 +98,8 @@
       const layout = {
         margin: { l: 110, r: 10, t: 10, b: 30 }, height,
         yaxis: { autorange: "reversed", type: "category", fixedrange: true },
-        xaxis: { title: { text: "instances (by id)" }, showticklabels: false, fixedrange: true },
+        xaxis: { title: { text: "one cell per instance, in id order" }, showticklabels: false, showgrid: false,
+                 zeroline: false, ticks: "", fixedrange: true },
         plot_bgcolor: "#ffffff", paper_bgcolor: "#ffffff",
       };
       Plotly.react(element, [trace], layout, { displayModeBar: false, responsive: true });

@@ -1,0 +1,362 @@
+"""Business actions on upgrades: start, cancel, manual upgrade, reimage, model change.
+
+Each validates first and writes in one transaction; the engine then moves the run forward
+(upgrades.engine), woken by a task enqueued on commit and by the beat reconciler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from fleet import clock
+from fleet import events as fleet_events
+from fleet.drivers import driver_for
+from fleet.health import health_source_of
+from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, UpgradeMode
+from fleet.selectors import pinned_version_missing, target_image
+from fleet.services import instances_select
+from upgrades import events
+from upgrades.errors import OperationNotAllowed
+from upgrades.models import (
+    InstanceOutcome,
+    Kind,
+    LastAction,
+    OutcomeStatus,
+    Phase,
+    RunEvent,
+    RunStatus,
+    StartedBy,
+    UpgradeBatch,
+    UpgradeRun,
+)
+from upgrades.planner import Candidate, Policy, plan_batches
+
+NO_RUN_TO_CANCEL = "There is no ongoing Rolling Upgrade to cancel."
+_OS_KINDS = {Kind.AUTOMATIC_OS, Kind.MANUAL_OS}
+
+
+def policy_for(
+    scale_set: ScaleSet,
+    *,
+    all_at_once: bool = False,
+    batch_size: int | None = None,
+    pause_seconds: float | None = None,
+) -> Policy:
+    """The set's rolling-upgrade policy as a run will run under it (SPEC 3.1)."""
+    source = health_source_of(scale_set, list(scale_set.extensions.all()))
+    if batch_size is not None and batch_size < 1:
+        raise ValidationError({"batch_size": "A batch holds at least one instance."})
+    if pause_seconds is not None and pause_seconds < 0:
+        raise ValidationError({"pause_seconds": "A pause cannot be negative."})
+    return Policy(
+        max_batch_instance_percent=scale_set.max_batch_instance_percent,
+        max_unhealthy_instance_percent=scale_set.max_unhealthy_instance_percent,
+        max_unhealthy_upgraded_instance_percent=scale_set.max_unhealthy_upgraded_instance_percent,
+        pause_seconds=(pause_seconds if pause_seconds is not None else scale_set.pause_between_batches.total_seconds()),
+        enable_cross_zone_upgrade=scale_set.enable_cross_zone_upgrade,
+        prioritize_unhealthy_instances=scale_set.prioritize_unhealthy_instances,
+        rollback_failed_instances_on_policy_breach=scale_set.rollback_failed_instances_on_policy_breach,
+        disable_automatic_rollback=scale_set.disable_automatic_rollback,
+        health_wait_seconds=source.health_wait_seconds,
+        batch_size=batch_size,
+        all_at_once=all_at_once,
+    )
+
+
+def run_start(
+    *,
+    scale_set: ScaleSet,
+    kind: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    started_by: str = StartedBy.USER,
+    instance_ids: Sequence[int | str] | str | None = None,
+    batch_size: int | None = None,
+    pause_seconds: float | None = None,
+    all_at_once: bool = False,
+) -> UpgradeRun:
+    """Validate, snapshot the policy, plan the batches and write the run in one transaction.
+
+    R-ONE-1: refused with OperationNotAllowed while another run rolls forward on the set; the
+    partial unique constraint makes that hold for concurrent starts too. `instance_ids`
+    narrows the run to those instances (manual upgrades; '*' for all).
+    """
+    if kind not in Kind.values:
+        raise ValidationError({"kind": f"'{kind}' is not a kind of upgrade."})
+    target = target_image(scale_set)
+    if target is None:
+        raise ValidationError("No version of the set's image is available in its region: nothing to upgrade to.")
+    if kind == Kind.AUTOMATIC_OS and scale_set.image_source == ImageSource.CUSTOM:
+        raise ValidationError("Automatic OS upgrades do not support custom image URIs.")
+    policy = policy_for(scale_set, all_at_once=all_at_once, batch_size=batch_size, pause_seconds=pause_seconds)
+    every = list(scale_set.instances.order_by("instance_id"))
+    scope = every if instance_ids in (None, "*", ["*"]) else instances_select(scale_set, instance_ids)
+    candidates = [_candidate(i, kind, target.key, scale_set.model_version) for i in scope]
+    plan = plan_batches(candidates, policy, set_instance_count=len(every))
+    if not plan.batches:
+        raise OperationNotAllowed(_nothing_to_do(kind, scope, plan.skipped))
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
+                raise OperationNotAllowed(_busy(scale_set))
+            run = UpgradeRun.objects.create(
+                scale_set=scale_set,
+                kind=kind,
+                started_by=started_by,
+                actor=actor if isinstance(actor, User) else None,
+                last_action=LastAction.START,
+                last_action_at=now,
+                started_at=now,
+                next_action_at=now,
+                target_image=target.key,
+                target_model_version=scale_set.model_version,
+                policy=policy.__dict__,
+                batch_count=len(plan.batches),
+                pending_count=len(plan.targeted_ids),
+                skipped_count=len(plan.skipped),
+            )
+            _write_plan(run, plan, scope, now)
+    except IntegrityError:
+        # The partial unique index caught a start that raced ours (R-ONE-1).
+        raise OperationNotAllowed(_busy(scale_set)) from None
+    _enqueue_on_commit(run.pk)
+    return run
+
+
+def _candidate(instance: Instance, kind: str, target_key: str, model_version: int) -> Candidate:
+    on_image = instance.os_image == target_key and instance.provisioning_state != ProvisioningState.FAILED
+    on_target = on_image if kind in _OS_KINDS else on_image and instance.model_version >= model_version
+    return Candidate(
+        instance_id=instance.instance_id,
+        update_domain=instance.update_domain,
+        zone=instance.zone,
+        healthy=instance.health_state == "Healthy" and instance.power_state == "running",
+        on_target=on_target,
+        protected=instance.protected_from_scale_set_actions,
+    )
+
+
+def _write_plan(run: UpgradeRun, plan: Any, scope: list[Instance], now: Any) -> None:
+    batches = UpgradeBatch.objects.bulk_create(
+        UpgradeBatch(run=run, index=n, update_domain=b.update_domain, zone=b.zone, size=len(b.instance_ids))
+        for n, b in enumerate(plan.batches)
+    )
+    by_number = {i.instance_id: i for i in scope}
+    outcomes = []
+    for batch, planned in zip(batches, plan.batches, strict=True):
+        for number in planned.instance_ids:
+            instance = by_number[number]
+            outcomes.append(
+                InstanceOutcome(
+                    run=run,
+                    batch=batch,
+                    instance=instance,
+                    instance_id_number=number,
+                    from_image=instance.os_image,
+                    to_image=run.target_image,
+                )
+            )
+    for number, why in plan.skipped.items():
+        instance = by_number[number]
+        outcomes.append(
+            InstanceOutcome(
+                run=run,
+                instance=instance,
+                instance_id_number=number,
+                status=OutcomeStatus.SKIPPED,
+                from_image=instance.os_image,
+                to_image=run.target_image,
+                reason=why,
+            )
+        )
+    InstanceOutcome.objects.bulk_create(outcomes, batch_size=500)
+    RunEvent.objects.create(
+        run=run,
+        at=now,
+        to_state=RunStatus.ROLLING_FORWARD,
+        message=f"{len(plan.targeted_ids)} instances in {len(plan.batches)} batches; {len(plan.skipped)} skipped",
+    )
+    events.run_changed(run.pk)
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from upgrades.tasks import run_advance_task
+
+    transaction.on_commit(lambda: run_advance_task.delay(run_id))
+
+
+def _busy(scale_set: ScaleSet) -> str:
+    return (
+        f"An upgrade is already rolling forward on {scale_set.name}; "
+        "wait for it to finish or cancel it before starting another."
+    )
+
+
+def _nothing_to_do(kind: str, scope: list[Instance], skipped: dict[int, str]) -> str:
+    if not scope:
+        return "No instances to upgrade."
+    reasons = sorted(set(skipped.values()))
+    what = "the target image" if kind in _OS_KINDS else "the latest model"
+    return f"Nothing to upgrade: every chosen instance is already on {what} or protected ({', '.join(reasons)})."
+
+
+def run_cancel(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None = None) -> UpgradeRun:
+    """R-CANCEL-1: start no new batch; the batch in flight finishes; then Cancelled.
+
+    A compare-and-swap on the rolling-forward run: if none rolls forward, 409 with ARM's
+    message. Cancelling twice is harmless.
+    """
+    now = clock.now()
+    with transaction.atomic():
+        run = UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).first()
+        if run is None:
+            raise OperationNotAllowed(NO_RUN_TO_CANCEL)
+        updated = UpgradeRun.objects.filter(pk=run.pk, status=RunStatus.ROLLING_FORWARD).update(
+            cancel_requested=True,
+            last_action=LastAction.CANCEL,
+            last_action_at=now,
+            next_action_at=_cancel_due(run, now),
+        )
+        if not updated:
+            raise OperationNotAllowed(NO_RUN_TO_CANCEL)
+        RunEvent.objects.create(
+            run=run,
+            at=now,
+            from_state=run.phase,
+            to_state="cancel_requested",
+            message=f"by {getattr(actor, 'username', '') or 'an operator'}",
+        )
+        events.run_changed(run.pk)
+    _enqueue_on_commit(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def _cancel_due(run: UpgradeRun, now: Any) -> Any:
+    """A run pausing or about to start a batch stops now; one mid-batch keeps its schedule."""
+    if run.phase in (Phase.PAUSE, Phase.BEFORE_BATCH):
+        return now
+    return run.next_action_at
+
+
+def manual_upgrade(
+    *,
+    scale_set: ScaleSet,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    instance_ids: Sequence[int | str] | str = "*",
+    update_domain: int | None = None,
+    fault_domain: int | None = None,
+    zone: str | None = None,
+) -> UpgradeRun:
+    """R-MAN-1: bring the chosen instances to the latest model at once — by ids ('*' for
+    all), or every instance of an update domain, fault domain or zone."""
+    chosen = _choose(scale_set, instance_ids, update_domain=update_domain, fault_domain=fault_domain, zone=zone)
+    return run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, instance_ids=chosen, all_at_once=True)
+
+
+def rolling_upgrade(
+    *,
+    scale_set: ScaleSet,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    batch_size: int | None = None,
+    pause_seconds: float | None = None,
+) -> UpgradeRun:
+    """The operator's own rolling upgrade to the latest model (vmsseditor): batch size N,
+    pause P, under the set's health gates."""
+    return run_start(
+        scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor, batch_size=batch_size, pause_seconds=pause_seconds
+    )
+
+
+def os_upgrade_now(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None = None) -> UpgradeRun:
+    """POST osRollingUpgrade: the latest OS image under the rolling policy; a manually
+    triggered upgrade never rolls back (R-ROLLBACK-1)."""
+    return run_start(scale_set=scale_set, kind=Kind.MANUAL_OS, actor=actor)
+
+
+def _choose(
+    scale_set: ScaleSet,
+    instance_ids: Sequence[int | str] | str,
+    *,
+    update_domain: int | None,
+    fault_domain: int | None,
+    zone: str | None,
+) -> list[int]:
+    rows = scale_set.instances.all()
+    if update_domain is not None:
+        rows = rows.filter(update_domain=update_domain)
+        what = f"update domain {update_domain}"
+    elif fault_domain is not None:
+        rows = rows.filter(fault_domain=fault_domain)
+        what = f"fault domain {fault_domain}"
+    elif zone is not None:
+        rows = rows.filter(zone=zone)
+        what = f"zone {zone}"
+    else:
+        return [i.instance_id for i in instances_select(scale_set, instance_ids)]
+    chosen = list(rows.order_by("instance_id").values_list("instance_id", flat=True))
+    if not chosen:
+        raise ValidationError(f"{scale_set.name} has no instance in {what}.")
+    return chosen
+
+
+def reimage(
+    *,
+    scale_set: ScaleSet,
+    instance_ids: Sequence[int | str] | str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> list[Instance]:
+    """R-MAN-2: a new OS disk from the current model's image; data disks kept. Refused while
+    a run rolls forward on the set (it would race the run's own changes)."""
+    if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
+        raise OperationNotAllowed(_busy(scale_set))
+    target = target_image(scale_set)
+    if target is None:
+        raise ValidationError("No version of the set's image is available in its region.")
+    instances = instances_select(scale_set, instance_ids)
+    driver_for(scale_set).reimage(instances, target, operation=f"reimage-{uuid.uuid4().hex}")
+    return instances
+
+
+MODEL_FIELDS = {"image_publisher", "image_offer", "image_sku", "image_version", "custom_image_uri", "vm_size"}
+
+
+def update_model(
+    *, scale_set: ScaleSet, changes: dict[str, Any], actor: AbstractBaseUser | AnonymousUser | None = None
+) -> UpgradeRun | None:
+    """R-MODE-1: change the model, raise its version, then act by upgrade mode: Automatic
+    upgrades every instance at once, Rolling starts a rolling model upgrade, Manual waits for
+    an operator. Returns the run started, if any."""
+    unknown = set(changes) - MODEL_FIELDS
+    if unknown:
+        raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
+    changed = {k: v for k, v in changes.items() if getattr(scale_set, k) != v}
+    if not changed:
+        raise ValidationError("Nothing changed in the model.")
+    if (
+        scale_set.upgrade_mode != UpgradeMode.MANUAL
+        and UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists()
+    ):
+        raise OperationNotAllowed(_busy(scale_set) + " A model change would start a new one.")
+    for name, value in changed.items():
+        setattr(scale_set, name, value)
+    scale_set.full_clean()
+    if missing := pinned_version_missing(scale_set):
+        raise ValidationError({"image_version": missing})
+    if target_image(scale_set) is None:
+        raise ValidationError({"image_version": f"No version of this image is available in {scale_set.region.name}."})
+    with transaction.atomic():
+        scale_set.model_version += 1
+        scale_set.save()
+        fleet_events.scale_set_changed(scale_set.pk)
+        if scale_set.upgrade_mode == UpgradeMode.AUTOMATIC:
+            return run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, all_at_once=True)
+        if scale_set.upgrade_mode == UpgradeMode.ROLLING:
+            return run_start(scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor)
+    return None
