@@ -48,3 +48,19 @@ def drive(frozen_clock: FrozenClock, settings):
 @pytest.fixture
 def later():
     return lambda seconds: clock.now() + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
+    """Worker processes started by the end-to-end tests here may leave a PostgreSQL session behind for
+    a moment; end them before the test database is dropped, so the next run can create it."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [connection.settings_dict["NAME"]],
+        )
