@@ -38,6 +38,7 @@ def main() -> int:
         print(f"Port {PORT} on {HOST} is in use: stop what runs there, or run with PORT=8001.", file=sys.stderr)
         return 1
     python = sys.executable
+    (BASE_DIR / "var").mkdir(exist_ok=True)  # beat's schedule file (and the embedded Redis) live here
     redis_server = None
     if not os.environ.get("REDIS_URL"):
         redis_server = EmbeddedRedis(default_socket_path())
