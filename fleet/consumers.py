@@ -1,4 +1,8 @@
-"""The live heatmap socket: one group per scale set, a snapshot on connect, deltas after."""
+"""The live scale-set socket: one group per scale set, a snapshot on connect, deltas after.
+
+The snapshot carries the heatmap and the run panel (the latest run's summary); after it come
+heatmap deltas and run updates, each forwarded as published, with no query per message.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from fleet.events import scale_set_group
 from fleet.models import ScaleSet
 from fleet.selectors import heatmap_snapshot, scale_set_for_page
+from upgrades.selectors import run_panel
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -56,6 +61,10 @@ class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def heatmap_delta(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "delta", "cells": event["cells"]})
 
+    async def run_update(self, event: dict[str, Any]) -> None:
+        """upgrades.events published a run's new summary: the run panel redraws from it."""
+        await self.send_json({"type": "run", "run": event["run"]})
+
     async def heatmap_refresh(self, event: dict[str, Any]) -> None:
         snapshot = await self._snapshot()
         if snapshot is not None:
@@ -64,6 +73,8 @@ class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     @database_sync_to_async
     def _snapshot(self) -> dict[str, Any] | None:
         try:
-            return heatmap_snapshot(scale_set_for_page(self.scale_set_id))
+            snapshot = heatmap_snapshot(scale_set_for_page(self.scale_set_id))
         except ScaleSet.DoesNotExist:
             return None
+        snapshot["run"] = run_panel(self.scale_set_id)
+        return snapshot

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from fleet import selectors
+from fleet.health import health_source_of
 from fleet.models import Region, ScaleSet, UpgradeMode
+from upgrades import forms as upgrade_forms
+from upgrades import selectors as upgrade_selectors
 
 
 def scale_set_list(request: HttpRequest) -> HttpResponse:
@@ -14,6 +20,9 @@ def scale_set_list(request: HttpRequest) -> HttpResponse:
     mode = request.GET.get("mode", "")
     search = request.GET.get("q", "").strip()
     rows = selectors.scale_set_rows(region=region, mode=mode, search=search)
+    runs = upgrade_selectors.latest_runs(row["scale_set"].pk for row in rows)
+    for row in rows:
+        row["run"] = runs.get(row["scale_set"].pk)
     return render(
         request,
         "fleet/scale_set_list.html",
@@ -26,18 +35,81 @@ def scale_set_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def scale_set_detail(request: HttpRequest, scale_set_id: int) -> HttpResponse:
+def scale_set_or_404(scale_set_id: int) -> ScaleSet:
     try:
-        scale_set = selectors.scale_set_for_page(scale_set_id)
+        return selectors.scale_set_for_page(scale_set_id)
     except ScaleSet.DoesNotExist:
         raise Http404("No such scale set.") from None
+
+
+def scale_set_detail(request: HttpRequest, scale_set_id: int) -> HttpResponse:
+    return scale_set_page(request, scale_set_or_404(scale_set_id))
+
+
+def scale_set_page(
+    request: HttpRequest,
+    scale_set: ScaleSet,
+    *,
+    bound: dict[str, forms.Form] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The scale-set page: heatmap, current run and (for operators) the action forms.
+
+    Action views re-show it with their bound form (`bound`, by name) when they refuse, so the
+    operator sees why and keeps what they typed.
+    """
     snapshot = selectors.heatmap_snapshot(scale_set)
+    snapshot["run"] = upgrade_selectors.run_panel(scale_set.pk)
+    action_forms = _action_forms(scale_set)
+    action_forms.update(bound or {})
+    extensions = list(scale_set.extensions.all())
     return render(
         request,
         "fleet/scale_set_detail.html",
         {
             "scale_set": scale_set,
             "snapshot": snapshot,
-            "extensions": list(scale_set.extensions.all()),
+            "run": snapshot["run"],
+            "placement": _placement(snapshot),
+            "extensions": extensions,
+            "health_source": health_source_of(scale_set, extensions),
+            "forms": action_forms,
+            "failed_form": next(iter(bound)) if bound else "",
         },
+        status=status,
     )
+
+
+def _action_forms(scale_set: ScaleSet) -> dict[str, forms.Form]:
+    """Unbound forms; nothing is read until one is drawn (viewers never see them)."""
+    return {
+        "model": upgrade_forms.ModelChangeForm(
+            scale_set=scale_set, choices=upgrade_selectors.ModelChoices(scale_set), prefix="model"
+        ),
+        "manual": upgrade_forms.ManualUpgradeForm(prefix="manual"),
+        "rolling": upgrade_forms.RollingUpgradeForm(prefix="rolling"),
+        "reimage": upgrade_forms.InstancesForm(prefix="reimage"),
+        "power": upgrade_forms.PowerForm(prefix="power"),
+    }
+
+
+def _placement(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The set's update domains, fault domains and zones, and how many instances are not on
+    the latest model (R-AUTO-4), read from the heatmap cells already in hand (no query)."""
+    columns = snapshot["columns"]
+    at = {name: columns.index(name) for name in ("update_domain", "fault_domain", "zone", "model_applied")}
+    cells = snapshot["cells"]
+
+    def counts(column: str) -> list[tuple[Any, int]]:
+        found: dict[Any, int] = {}
+        for cell in cells:
+            found[cell[at[column]]] = found.get(cell[at[column]], 0) + 1
+        return sorted(found.items(), key=lambda item: (str(type(item[0])), item[0]))
+
+    return {
+        "update_domains": counts("update_domain"),
+        "fault_domains": counts("fault_domain"),
+        "zones": [(zone, n) for zone, n in counts("zone") if zone],
+        "outdated_model": sum(1 for cell in cells if not cell[at["model_applied"]]),
+        "instances": len(cells),
+    }

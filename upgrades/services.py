@@ -336,6 +336,8 @@ def update_model(
     unknown = set(changes) - MODEL_FIELDS
     if unknown:
         raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
+    # Work on a fresh copy: a refused change must leave the caller's object as it was.
+    scale_set = ScaleSet.objects.select_related("region").get(pk=scale_set.pk)
     changed = {k: v for k, v in changes.items() if getattr(scale_set, k) != v}
     if not changed:
         raise ValidationError("Nothing changed in the model.")

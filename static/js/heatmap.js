@@ -5,6 +5,10 @@
  * coalesced to one per animation frame, so a burst of deltas costs one Plotly.react.
  * Rows are update domains per placement group (or fault domains, or zones); one cell per
  * instance, ordered by instance id.
+ *
+ * Hooks: `options.onMessage(message)` sees every socket message after the heatmap used it
+ * (the run panel listens there, so the page keeps one socket); `options.onRowClick(row)` is
+ * called when an operator clicks a row.
  */
 (function () {
   "use strict";
@@ -27,6 +31,9 @@
     const cells = new Map(); // instance id -> cell object
     let grouping = "update_domain";
     let layoutCells = [];   // [row][col] -> instance id, as drawn
+    let drawnRows = [];     // [{major, minor, label, cells}], as drawn
+    let scaleSet = {};      // the snapshot's scale_set: model_version, target_image, …
+    let bindRowClick = null; // set when options.onRowClick is given; called once, after the first draw
     let pending = false;
 
     function toCell(row) {
@@ -39,6 +46,7 @@
       states = snapshot.states;
       stateIndex = Object.fromEntries(states.map((s, i) => [s.key, i]));
       columns = snapshot.columns;
+      scaleSet = snapshot.scale_set || {};
       cells.clear();
       snapshot.cells.forEach((row) => { const c = toCell(row); cells.set(c.id, c); });
       schedule();
@@ -78,6 +86,7 @@
         rows.get(id).cells.push(c);
       });
       const ordered = [...rows.values()].sort((a, b) => a.major - b.major || a.minor - b.minor);
+      drawnRows = ordered;
       const width = Math.max(1, ...ordered.map((r) => r.cells.length));
       const z = [], text = [];
       layoutCells = [];
@@ -103,6 +112,7 @@
         plot_bgcolor: "#ffffff", paper_bgcolor: "#ffffff",
       };
       Plotly.react(element, [trace], layout, { displayModeBar: false, responsive: true });
+      if (bindRowClick && element.on) { bindRowClick(); bindRowClick = null; }
       drawLegend();
     }
 
@@ -139,6 +149,7 @@
         const message = JSON.parse(event.data);
         if (message.type === "snapshot") applySnapshot(message);
         else if (message.type === "delta") applyDelta(message.cells);
+        if (options.onMessage) options.onMessage(message);
       };
       socket.onclose = (event) => {
         if (event.code === 4401) { setStatus("closed", "signed out: reload to log in"); return; }
@@ -152,6 +163,32 @@
     document.querySelectorAll('input[name="group"]').forEach((input) => {
       input.addEventListener("change", () => { grouping = input.value; draw(); });
     });
+
+    if (options.onRowClick) {
+      element.classList.add("clickable");
+      const countWhere = (field, value) => {
+        let n = 0;
+        cells.forEach((c) => { if (String(c[field]) === String(value)) n += 1; });
+        return n;
+      };
+      const groupsWhere = (field, value) => {
+        const groups = new Set();
+        cells.forEach((c) => { if (String(c[field]) === String(value)) groups.add(c.placement_group); });
+        return groups.size;
+      };
+      // Plotly gives the div its event emitter when it first draws: draw() binds this then.
+      bindRowClick = () => element.on("plotly_click", (event) => {
+        const point = event.points && event.points[0];
+        const row = point && drawnRows.find((r) => r.label === point.y);
+        if (!row) return;
+        options.onRowClick({
+          grouping, major: row.major, minor: row.minor, label: row.label,
+          zone: row.cells.length ? row.cells[0].zone : "",
+          count: countWhere, placementGroups: groupsWhere,
+          modelVersion: scaleSet.model_version, target: scaleSet.target_image,
+        });
+      });
+    }
 
     applySnapshot(initial);
     connect();

@@ -11,6 +11,7 @@ from fleet import services
 from fleet.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from fleet.drivers import PowerAction
 from tests import factories
+from upgrades import services as upgrade_services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 ORIGIN = (b"origin", b"http://localhost")
@@ -117,4 +118,73 @@ async def test_changes_to_another_set_are_not_sent():
         scale_set=other, instance_ids=[0], action=PowerAction.POWER_OFF
     )
     assert await socket.receive_nothing(timeout=0.5)
+    await socket.disconnect()
+
+
+# --- the run panel over the same socket ----------------------------------------------------------
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """Runs started here are not sent to a Celery worker (there is none); on-commit
+    publishing to the channel layer still happens, which is what these tests watch."""
+    sent: list[int] = []
+    monkeypatch.setattr("upgrades.tasks.run_advance_task.delay", sent.append)
+    return sent
+
+
+@database_sync_to_async
+def outdated_scale_set(capacity: int = 10):
+    scale_set = factories.scale_set(capacity=capacity, zones=[])
+    factories.publish(factories.NEW_VERSION, scale_set.region)
+    return scale_set
+
+
+async def test_the_snapshot_carries_the_sets_latest_run(no_worker):
+    scale_set = await outdated_scale_set()
+    cookie = await logged_in_cookie()
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/", (b"cookie", cookie))
+    await socket.connect()
+    before = await socket.receive_json_from(timeout=5)
+    assert before["type"] == "snapshot"
+    assert before["run"] is None
+    await socket.disconnect()
+
+    run = await database_sync_to_async(upgrade_services.os_upgrade_now)(scale_set=scale_set)
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/", (b"cookie", cookie))
+    await socket.connect()
+    snapshot = await socket.receive_json_from(timeout=5)
+    assert snapshot["type"] == "snapshot"
+    assert len(snapshot["cells"]) == 10
+    assert (snapshot["run"]["id"], snapshot["run"]["status"]) == (run.pk, "RollingForward")
+    assert [b["update_domain"] for b in snapshot["run"]["batches"]] == [0, 1, 2, 3, 4]
+    await socket.disconnect()
+
+
+async def test_run_updates_are_forwarded_to_the_page_as_they_are_published(no_worker):
+    other = await database_sync_to_async(factories.scale_set)("other", capacity=3, zones=[])
+    scale_set = await outdated_scale_set()  # publishes the new image for both
+    cookie = await logged_in_cookie("viewers")
+    socket = communicator(f"/ws/scale-sets/{scale_set.pk}/", (b"cookie", cookie))
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+
+    run = await database_sync_to_async(upgrade_services.os_upgrade_now)(scale_set=scale_set)
+    started = await socket.receive_json_from(timeout=5)
+    assert started["type"] == "run"
+    assert started["run"]["id"] == run.pk
+    assert (started["run"]["kind"], started["run"]["status"]) == ("ManualOSUpgrade", "RollingForward")
+    assert started["run"]["progress"]["pending"] == 10
+    assert started["run"]["cancel_requested"] is False
+
+    await database_sync_to_async(upgrade_services.run_cancel)(scale_set=scale_set)
+    cancelled = await socket.receive_json_from(timeout=5)
+    assert cancelled["type"] == "run"
+    assert (cancelled["run"]["id"], cancelled["run"]["cancel_requested"]) == (run.pk, True)
+    assert cancelled["run"]["last_action"] == "Cancel"
+
+    # Another set's run goes to that set's pages only.
+    elsewhere = await database_sync_to_async(upgrade_services.manual_upgrade)(scale_set=other, instance_ids=[0])
+    assert await socket.receive_nothing(timeout=0.5)
+    assert no_worker == [run.pk, run.pk, elsewhere.pk]
     await socket.disconnect()

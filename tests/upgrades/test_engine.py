@@ -446,3 +446,12 @@ def test_power_actions_during_a_run_count_against_the_set(frozen_clock, drive):
     fleet_services.instances_power(scale_set=scale_set, instance_ids=[0, 1, 2], action=PowerAction.POWER_OFF)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     assert run.error_code == GATE_BEFORE_FIRST
+
+
+def test_a_refused_model_change_leaves_the_callers_object_unchanged(frozen_clock):
+    scale_set = fleet(3, upgrade_mode="Rolling")
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        services.update_model(scale_set=scale_set, changes={"image_version": "9.9.9"})
+    assert scale_set.image_version == "latest"

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from upgrades import views
+
+app_name = "upgrades"
+urlpatterns = [
+    path("history/", views.history, name="history"),
+    path("scale-sets/<int:scale_set_id>/history/", views.scale_set_history, name="scale-set-history"),
+    path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
+    # Operator actions (POST only): each redirects back to the scale-set page.
+    path("scale-sets/<int:scale_set_id>/model/", views.model_change, name="model-change"),
+    path("scale-sets/<int:scale_set_id>/manual-upgrade/", views.manual_upgrade, name="manual-upgrade"),
+    path("scale-sets/<int:scale_set_id>/rolling-upgrade/", views.rolling_upgrade, name="rolling-upgrade"),
+    path("scale-sets/<int:scale_set_id>/os-upgrade/", views.os_upgrade_now, name="os-upgrade"),
+    path("scale-sets/<int:scale_set_id>/cancel/", views.cancel, name="cancel"),
+    path("scale-sets/<int:scale_set_id>/reimage/", views.reimage, name="reimage"),
+    path("scale-sets/<int:scale_set_id>/power/", views.power, name="power"),
+]
