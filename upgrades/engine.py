@@ -13,13 +13,20 @@
 
 Waiting is never sleeping: a step that must wait sets `next_action_at` and returns; the beat
 reconciler (upgrades.tasks.reconcile_task) picks up every run that fell due.
+
+Not waiting when nothing is to be waited for: a step that leaves the run due at once (batch
+upgraded → health wait → next batch …) enqueues the next step on commit, and a short pause
+gets a short countdown; the simulator wakes the runs watching a set when it changed that set's
+instances (`wake_runs_watching`, registered in UpgradesConfig.ready). The beat reconciler stays
+the safety net: a wake-up lost with a worker only costs a poll interval (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +82,16 @@ class DriverCall:
     operation: str
 
 
+# A wait shorter than this (real seconds) is ended by a countdown task, not by the reconciler's
+# next sweep; longer ones are the reconciler's (never a long countdown).
+WAKE_WINDOW_SECONDS = 2.0
+# Phases in which a run only watches its instances: a change to them may end the wait.
+WATCHING_INSTANCES = (Phase.UPGRADING, Phase.HEALTH_WAIT, Phase.ROLLING_BACK)
+# Steps one run_advance may chain when each leaves the run due at once (a bound, not a target:
+# upgrading → health wait → pause → next batch is three).
+_MORE_STEPS = 4
+
+
 def poll_interval() -> dt.timedelta:
     return dt.timedelta(seconds=settings.ENGINE_POLL_SECONDS)
 
@@ -93,19 +110,76 @@ def due_run_ids(now: dt.datetime | None = None, limit: int = 500) -> list[int]:
     )
 
 
-def run_advance(run_id: int) -> bool:
-    """Move a run one step forward if it is due; False when there was nothing to do."""
+def run_advance(run_id: int, *, wake: bool = False) -> bool:
+    """Move a run one step forward if it is due; False when there was nothing to do.
+
+    `wake`: the driver just changed the run's instances, so a run that only watches them
+    (WATCHING_INSTANCES) looks now even if its next poll is later.
+
+    What the step changed is told to open pages once, after the commit and after the driver
+    call (one run summary, one heatmap delta per set): the driver is not kept waiting while
+    this worker renders cells for pages."""
+    publisher = _Publisher()
+    token = _publishing.set(publisher)
+    try:
+        stepped = _advance(run_id, wake=wake)
+        if stepped is None:
+            return False
+        run, call = stepped
+        try:
+            if call is not None:
+                _dispatch(run, call)
+        finally:
+            publisher.send()
+        return True
+    finally:
+        _publishing.reset(token)
+
+
+def _advance(run_id: int, *, wake: bool = False) -> tuple[UpgradeRun, DriverCall | None] | None:
+    """The locked part of run_advance: the step(s), committed; None when not due."""
     now = clock.now()
     with transaction.atomic():
+        follow_up = _FollowUp(run_id)
+        transaction.on_commit(follow_up.send)  # first: the next step starts before pages are told
         run = UpgradeRun.objects.select_for_update().select_related("scale_set").filter(pk=run_id).first()
         if run is None or run.status in TERMINAL:
-            return False
-        if run.next_action_at is not None and run.next_action_at > now:
-            return False
+            return None
+        waiting = run.next_action_at is not None and run.next_action_at > now
+        if waiting and not (wake and run.phase in WATCHING_INSTANCES):
+            return None
         call = _step(run, now)
-    if call is not None:
-        _dispatch(run, call)
-    return True
+        for _ in range(_MORE_STEPS):
+            # A step that leaves the run due at once (batch upgraded → health wait → healthy →
+            # no pause → next batch) goes on in this transaction, not in another task.
+            if call is not None or not _due(run, now):
+                break
+            call = _step(run, now)
+        if call is None:
+            follow_up.after(run)
+    return run, call
+
+
+def _due(run: UpgradeRun, now: dt.datetime) -> bool:
+    return run.status not in TERMINAL and run.next_action_at is not None and run.next_action_at <= now
+
+
+def wake_runs_watching(scale_set_ids: Collection[int]) -> list[int]:
+    """The driver changed instances of these sets (and committed): the runs waiting on them
+    look now rather than at their next poll. Fleet calls this through its hook
+    (fleet.services.on_simulator_steps_applied), so fleet never imports upgrades."""
+    if not scale_set_ids:
+        return []
+    run_ids = list(
+        UpgradeRun.objects.filter(
+            status=RunStatus.ROLLING_FORWARD, phase__in=WATCHING_INSTANCES, scale_set_id__in=list(scale_set_ids)
+        ).values_list("pk", flat=True)
+    )
+    for run_id in run_ids:
+        # Nothing written: should this task be lost, the run's own poll (next_action_at, at
+        # most ENGINE_POLL_SECONDS away) still comes.
+        _enqueue(run_id, wake=True)
+    return run_ids
 
 
 # --- steps (inside the run's transaction) ---------------------------------------------------
@@ -165,7 +239,7 @@ def _before_batch(run: UpgradeRun, now: dt.datetime) -> DriverCall | None:
     run.phase = Phase.DISPATCHING
     run.next_action_at = now + dispatch_lease()
     _save(run)
-    fleet_events.instances_changed(run.scale_set_id, [pk for pk, _ in rows])
+    _publish_cells(run.scale_set_id, [pk for pk, _ in rows])
     return _batch_call(run, rollback=False)
 
 
@@ -341,6 +415,8 @@ def _dispatch(run: UpgradeRun, call: DriverCall) -> None:
         (Phase.ROLLBACK_DISPATCHING, Phase.ROLLING_BACK) if call.rollback else (Phase.DISPATCHING, Phase.UPGRADING)
     )
     with transaction.atomic():
+        follow_up = _FollowUp(run.pk)
+        transaction.on_commit(follow_up.send)
         updated = UpgradeRun.objects.filter(
             pk=run.pk, status=RunStatus.ROLLING_FORWARD, phase=expected, current_batch=run.current_batch
         ).update(
@@ -349,7 +425,8 @@ def _dispatch(run: UpgradeRun, call: DriverCall) -> None:
             phase_deadline=now + clock.scaled(run.policy_snapshot.health_wait_seconds) if call.rollback else None,
         )
         if updated:
-            events.run_changed(run.pk)
+            follow_up.countdown = 0.0  # confirmed: look at the batch now
+            _publish_run(run.pk)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -418,7 +495,7 @@ def _record(
         )
         for r in rows
     )
-    fleet_events.instances_changed(run.scale_set_id, pks)
+    _publish_cells(run.scale_set_id, pks)
 
 
 def _reschedule(run: UpgradeRun, at: dt.datetime) -> None:
@@ -439,7 +516,85 @@ def _save(run: UpgradeRun, *, publish: bool = True) -> None:
     run.skipped_count = counts.get(OutcomeStatus.SKIPPED, 0)
     run.save()
     if publish:
-        events.run_changed(run.pk)
+        _publish_run(run.pk)
+
+
+class _Publisher:
+    """What one run_advance tells open pages, coalesced and sent when it is done."""
+
+    def __init__(self) -> None:
+        self.run_ids: set[int] = set()
+        self.cells: dict[int, set[int]] = {}
+
+    def send(self) -> None:
+        for scale_set_id, pks in self.cells.items():
+            fleet_events.instances_changed(scale_set_id, pks)
+        for run_id in self.run_ids:
+            events.run_changed(run_id)
+        self.run_ids.clear()
+        self.cells.clear()
+
+
+_publishing: ContextVar[_Publisher | None] = ContextVar("engine_publishing", default=None)
+
+
+def _publish_run(run_id: int) -> None:
+    publisher = _publishing.get()
+    if publisher is None:
+        events.run_changed(run_id)
+    else:
+        publisher.run_ids.add(run_id)
+
+
+def _publish_cells(scale_set_id: int, pks: list[int]) -> None:
+    publisher = _publishing.get()
+    if publisher is None:
+        fleet_events.instances_changed(scale_set_id, pks)
+    else:
+        publisher.cells.setdefault(scale_set_id, set()).update(pks)
+
+
+class _FollowUp:
+    """The run's next step, enqueued on commit when it is due now or after a short pause.
+
+    Registered as the transaction's first on-commit callback, so the next step is on its way
+    before this worker spends time telling open pages; `countdown` is decided later, once the
+    step knows where the run went (None: nothing to enqueue, the reconciler will see to it)."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.countdown: float | None = None
+
+    def after(self, run: UpgradeRun) -> None:
+        if run.status in TERMINAL or run.next_action_at is None:
+            return
+        delay = (run.next_action_at - clock.now()).total_seconds()
+        if delay <= 0:
+            self.countdown = 0.0
+        elif run.phase == Phase.PAUSE and delay <= WAKE_WINDOW_SECONDS:
+            # A pause ends at a known moment; a poll (UPGRADING, HEALTH_WAIT …) is the
+            # reconciler's, or ends early when the driver wakes the run.
+            self.countdown = delay
+
+    def send(self) -> None:
+        if self.countdown is not None:
+            _enqueue(self.run_id, self.countdown)
+
+
+def _enqueue(run_id: int, countdown: float = 0.0, *, wake: bool = False) -> None:
+    """Enqueue run_advance_task; a broker hiccup is logged, not raised (the reconciler will
+    find the run due anyway)."""
+    from upgrades.tasks import run_advance_task
+
+    try:
+        if wake:
+            run_advance_task.apply_async((run_id,), {"wake": True})
+        elif countdown > 0:
+            run_advance_task.apply_async((run_id,), countdown=countdown)
+        else:
+            run_advance_task.delay(run_id)
+    except Exception:
+        log.warning("could not enqueue run %s; the reconciler will pick it up", run_id, exc_info=True)
 
 
 def _iso_seconds(seconds: float) -> str:
@@ -447,4 +602,4 @@ def _iso_seconds(seconds: float) -> str:
     return f"PT{whole // 60}M" if whole and whole % 60 == 0 else f"PT{whole}S"
 
 
-__all__ = ["run_advance", "due_run_ids", "DEFAULT_HEALTH_WAIT_SECONDS"]
+__all__ = ["run_advance", "due_run_ids", "wake_runs_watching", "DEFAULT_HEALTH_WAIT_SECONDS"]

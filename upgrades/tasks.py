@@ -14,10 +14,11 @@ from upgrades import engine
     retry_backoff=True,
     max_retries=5,
 )
-def run_advance_task(run_id: int) -> bool:
+def run_advance_task(run_id: int, wake: bool = False) -> bool:
     """Move one run one step forward if it is due. Safe to run twice or concurrently: the
-    run row is locked, and a step that is not due does nothing."""
-    return engine.run_advance(run_id)
+    run row is locked, and a step that is not due does nothing. `wake`: the driver changed
+    the run's instances, so a run watching them looks now (engine.wake_runs_watching)."""
+    return engine.run_advance(run_id, wake=wake)
 
 
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=30)

@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, printing figures (not timed tests; see docs/PERFORMANCE.md)."""
