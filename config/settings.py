@@ -134,6 +134,9 @@ CELERY_BEAT_SCHEDULE = {
 # driver call may go unconfirmed before another worker dispatches it again.
 ENGINE_POLL_SECONDS = env_float("ENGINE_POLL_SECONDS", 1.0, minimum_exclusive=0)
 ENGINE_DISPATCH_LEASE_SECONDS = env_float("ENGINE_DISPATCH_LEASE_SECONDS", 30.0, minimum_exclusive=0)
+# How long (simulated seconds, scaled by TIME_SCALE) the driver may take to upgrade a batch
+# before its unfinished instances fail: a stuck instance must not hold a run for ever.
+UPGRADE_TIMEOUT_SECONDS = env_float("UPGRADE_TIMEOUT_SECONDS", 3600.0, minimum_exclusive=0)
 
 # --- Time and the simulator -------------------------------------------------------------
 # TIME_SCALE compresses every simulated duration and wait: at 60, a 5-minute health wait

@@ -253,14 +253,24 @@ def _check_upgraded(run: UpgradeRun, now: dt.datetime) -> None:
         if r["provisioning_state"] not in (ProvisioningState.SUCCEEDED, ProvisioningState.FAILED)
         or r["power_state"] in (PowerState.STARTING, PowerState.STOPPING)
     ]
-    if busy:
-        _reschedule(run, now + poll_interval())
+    timed_out = bool(busy) and run.phase_deadline is not None and now >= run.phase_deadline
+    if busy and not timed_out:
+        _reschedule(run, min(now + poll_interval(), run.phase_deadline or now + poll_interval()))
         return
     UpgradeBatch.objects.filter(run=run, index=run.current_batch).update(upgraded_at=now)
     run.phase = Phase.HEALTH_WAIT
-    run.phase_deadline = now + clock.scaled(run.policy_snapshot.health_wait_seconds)
+    # A driver that never finishes an instance (stopped mid-reimage, a lost host) must not
+    # hold the run for ever: past the upgrade timeout the batch gets its verdict at once,
+    # and the unfinished instances fail.
+    run.phase_deadline = now if timed_out else now + clock.scaled(run.policy_snapshot.health_wait_seconds)
     run.next_action_at = now
-    RunEvent.objects.create(run=run, at=now, to_state="health_wait", batch_index=run.current_batch)
+    RunEvent.objects.create(
+        run=run,
+        at=now,
+        to_state="health_wait",
+        batch_index=run.current_batch,
+        message=f"upgrade timed out for {len(busy)} instance(s)" if timed_out else "",
+    )
     _save(run)
 
 
@@ -285,7 +295,7 @@ def _check_health(run: UpgradeRun, now: dt.datetime) -> DriverCall | None:
         failed,
         OutcomeStatus.FAILED,
         UpgradeOutcome.FAILED,
-        reason=lambda r: r["last_error"] or f"Not healthy within the health wait ({wait}).",
+        reason=lambda r: _failure_reason(r, wait),
     )
     UpgradeBatch.objects.filter(run=run, index=run.current_batch).update(
         status=BatchStatus.FAILED if failed else BatchStatus.SUCCEEDED, ended_at=now
@@ -422,7 +432,10 @@ def _dispatch(run: UpgradeRun, call: DriverCall) -> None:
         ).update(
             phase=confirmed,
             next_action_at=now,
-            phase_deadline=now + clock.scaled(run.policy_snapshot.health_wait_seconds) if call.rollback else None,
+            phase_deadline=now
+            + clock.scaled(
+                run.policy_snapshot.health_wait_seconds if call.rollback else settings.UPGRADE_TIMEOUT_SECONDS
+            ),
         )
         if updated:
             follow_up.countdown = 0.0  # confirmed: look at the batch now
@@ -474,17 +487,22 @@ def _record(
     model_version: int | None = None,
     reason: Callable[[dict[str, Any]], str] | None = None,
 ) -> None:
-    """Set these instances' outcomes (one UPDATE per distinct reason) and log each change."""
+    """Set these instances' outcomes (one UPDATE per distinct reason) and log each change.
+    Without a `reason` the outcome keeps the one it had (a rolled-back instance still says
+    why it failed)."""
     if not rows:
         return
     pks: list[int] = [r["pk"] for r in rows]
-    by_reason: dict[str, list[int]] = {}
-    for r in rows:
-        by_reason.setdefault(reason(r) if reason else "", []).append(r["pk"])
-    for text, reason_pks in by_reason.items():
-        InstanceOutcome.objects.filter(run=run, instance_id__in=reason_pks).update(
-            status=status, ended_at=now, reason=text[:500]
-        )
+    if reason is None:
+        InstanceOutcome.objects.filter(run=run, instance_id__in=pks).update(status=status, ended_at=now)
+    else:
+        by_reason: dict[str, list[int]] = {}
+        for r in rows:
+            by_reason.setdefault(reason(r), []).append(r["pk"])
+        for text, reason_pks in by_reason.items():
+            InstanceOutcome.objects.filter(run=run, instance_id__in=reason_pks).update(
+                status=status, ended_at=now, reason=text[:500]
+            )
     instance_changes: dict[str, Any] = {"last_upgrade_outcome": instance_outcome}
     if model_version is not None:
         instance_changes["model_version"] = model_version
@@ -496,6 +514,12 @@ def _record(
         for r in rows
     )
     _publish_cells(run.scale_set_id, pks)
+
+
+def _failure_reason(row: dict[str, Any], wait: str) -> str:
+    if row["provisioning_state"] in (ProvisioningState.UPDATING, ProvisioningState.CREATING):
+        return f"The upgrade did not finish within {_iso_seconds(settings.UPGRADE_TIMEOUT_SECONDS)}."
+    return row["last_error"] or f"Not healthy within the health wait ({wait})."
 
 
 def _reschedule(run: UpgradeRun, at: dt.datetime) -> None:

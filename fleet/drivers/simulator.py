@@ -331,6 +331,15 @@ class SimulatorDriver:
                     # Nothing new to do (start on a running instance, maintenance): the action
                     # in flight must still finish, so its pending plan stays as it is.
                     continue
+                if row.driver_plan and row.provisioning_state in _BUSY_PROVISIONING:
+                    # A new action cuts short an upgrade in flight (a power-off mid-reimage):
+                    # that provisioning failed, as it would on a real host; it never finishes.
+                    first = plan.steps[0]["set"]
+                    plan.steps[0]["set"] = {
+                        "provisioning_state": ProvisioningState.FAILED,
+                        "last_error": "Provisioning was interrupted by another action.",
+                        **first,
+                    }
                 row.driver_plan = plan.steps
                 _apply_due(row, now)
             _save(rows, _WRITTEN)
@@ -393,6 +402,9 @@ def _tick_at(due: dt.datetime) -> None:
     from fleet.tasks import simulator_tick_at
 
     simulator_tick_at(due)
+
+
+_BUSY_PROVISIONING = (ProvisioningState.UPDATING, ProvisioningState.CREATING)
 
 
 def _provision_order(extensions: list[ScaleSetExtension]) -> list[ScaleSetExtension]:

@@ -1058,3 +1058,24 @@ def test_advance_skips_sets_run_by_another_driver_and_honours_the_limit(frozen_c
 def test_extension_keys_are_publisher_type_at_version():
     scale_set = factories.scale_set(capacity=1, extensions=[CUSTOM_SCRIPT])
     assert ScaleSetExtension.objects.get(scale_set=scale_set).key == CUSTOM_SCRIPT_KEY
+
+
+@pytest.mark.django_db
+def test_a_power_off_mid_reimage_fails_that_provisioning_instead_of_leaving_it_updating(frozen_clock, time_scale_1):
+    from fleet.drivers import PowerAction
+    from fleet.drivers.simulator import SimulatorDriver, advance
+    from fleet.selectors import target_image
+
+    scale_set = factories.scale_set(capacity=2, zones=[])
+    factories.publish(factories.NEW_VERSION, scale_set.region)
+    driver = SimulatorDriver(scale_set)
+    instance = scale_set.instances.get(instance_id=0)
+    driver.reimage([instance], target_image(scale_set), operation="op-1")
+    frozen_clock.advance_simulated(10)
+    advance(clock.now())
+    driver.power([scale_set.instances.get(instance_id=0)], PowerAction.POWER_OFF)
+    frozen_clock.advance_simulated(3600)
+    advance(clock.now())
+    instance.refresh_from_db()
+    assert (instance.power_state, instance.provisioning_state) == ("stopped", "failed")
+    assert "interrupted" in instance.last_error

@@ -455,3 +455,27 @@ def test_a_refused_model_change_leaves_the_callers_object_unchanged(frozen_clock
     with pytest.raises(ValidationError):
         services.update_model(scale_set=scale_set, changes={"image_version": "9.9.9"})
     assert scale_set.image_version == "latest"
+
+
+def test_an_instance_the_driver_never_finishes_fails_after_the_upgrade_timeout(frozen_clock, drive, settings):
+    settings.UPGRADE_TIMEOUT_SECONDS = 600
+    scale_set = fleet(10, max_unhealthy_upgraded_instance_percent=100)
+    run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "upgrading")
+    stuck = run.outcomes.filter(status=OutcomeStatus.IN_PROGRESS).first()
+    # The driver loses the instance mid-reimage: its plan is gone, it stays "updating".
+    Instance.objects.filter(pk=stuck.instance_id).update(driver_plan=[], driver_due_at=None)
+    started = clock.now()
+    run = drive(run)
+    outcome = run.outcomes.get(pk=stuck.pk)
+    assert outcome.status == OutcomeStatus.FAILED
+    assert outcome.reason == "The upgrade did not finish within PT10M."
+    assert outcome.ended_at - started >= dt.timedelta(seconds=600)
+    assert run.status == RunStatus.COMPLETED
+    assert run.successful_count == 9
+
+
+def test_a_rolled_back_instance_keeps_the_reason_it_failed(frozen_clock, drive):
+    scale_set = fleet(10, bad_share=0.1, max_unhealthy_upgraded_instance_percent=100)
+    run = drive(services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS))
+    rolled_back = run.outcomes.get(status=OutcomeStatus.ROLLED_BACK)
+    assert "never reported healthy" in rolled_back.reason
