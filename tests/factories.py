@@ -66,3 +66,32 @@ def user(username: str, role: str = VIEWERS) -> User:
     if role in (VIEWERS, OPERATORS):
         account.groups.add(Group.objects.get_or_create(name=role)[0])
     return account
+
+
+OLD_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{OLD_VERSION}"
+NEW_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{NEW_VERSION}"
+
+
+def outdated_scale_set(capacity: int = 20, *, bad_share: float = 0.0, **model: Any) -> ScaleSet:
+    """A set on OLD_VERSION with an http Application Health extension, NEW_VERSION published
+    since; `bad_share` of the instances never become healthy on the new image."""
+    from fleet.models import FaultProfile
+
+    model.setdefault("extensions", [APP_HEALTH_HTTP])
+    model.setdefault("zones", [])
+    made = scale_set(capacity=capacity, **model)
+    publish(NEW_VERSION, made.region, at=clock.now() - dt.timedelta(seconds=1))
+    if bad_share:
+        FaultProfile.objects.update_or_create(target=NEW_KEY, defaults={"never_healthy_share": bad_share})
+    return made
+
+
+def key_vault(expires_on: dt.datetime) -> dict[str, Any]:
+    """A Key Vault extension whose protected settings hold a credential expiring then (R-CRED-1)."""
+    return {
+        "name": "KeyVault",
+        "publisher": "Microsoft.Azure.KeyVault",
+        "type": "KeyVaultForLinux",
+        "type_handler_version": "2.0",
+        "protected_settings": {"credential": {"secret": "s3cret", "expiresOn": expires_on.isoformat()}},
+    }

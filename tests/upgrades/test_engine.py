@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from fleet import clock
 from fleet import services as fleet_services
 from fleet.drivers import PowerAction
-from fleet.models import DataDisk, FaultProfile, Instance, ScaleSet
+from fleet.models import DataDisk, Instance, ScaleSet
 from fleet.selectors import target_image
 from tests import factories
 from upgrades import engine, services
@@ -29,20 +29,8 @@ from upgrades.planner import GATE_AFTER_BATCH, GATE_BEFORE_FIRST, GATE_BEFORE_LA
 
 pytestmark = pytest.mark.django_db
 
-NEW_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.NEW_VERSION}"
-OLD_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.OLD_VERSION}"
-
-
-def fleet(capacity: int = 20, *, bad_share: float = 0.0, **model) -> ScaleSet:
-    """A set on the old image with an http Application Health extension; the new image is
-    published, and `bad_share` of instances never become healthy on it."""
-    model.setdefault("extensions", [factories.APP_HEALTH_HTTP])
-    model.setdefault("zones", [])
-    scale_set = factories.scale_set(capacity=capacity, **model)
-    factories.publish(factories.NEW_VERSION, scale_set.region, at=clock.now() - dt.timedelta(seconds=1))
-    if bad_share:
-        FaultProfile.objects.create(target=NEW_KEY, never_healthy_share=bad_share)
-    return scale_set
+NEW_KEY = factories.NEW_KEY
+OLD_KEY = factories.OLD_KEY
 
 
 def images(scale_set: ScaleSet) -> dict[int, str]:
@@ -65,7 +53,7 @@ def counts_add_up(run: UpgradeRun) -> None:
 
 
 def test_r_loop_1_a_good_image_completes_with_every_instance_on_the_target(frozen_clock, drive):
-    scale_set = fleet(100)
+    scale_set = factories.outdated_scale_set(100)
     run = services.os_upgrade_now(scale_set=scale_set)
     run = drive(run, check=counts_add_up)
     assert run.status == RunStatus.COMPLETED
@@ -75,7 +63,7 @@ def test_r_loop_1_a_good_image_completes_with_every_instance_on_the_target(froze
 
 
 def test_r_batch_1_and_2_batches_of_20_within_update_domains_in_ascending_order(frozen_clock, drive):
-    scale_set = fleet(100)
+    scale_set = factories.outdated_scale_set(100)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     batches = list(run.batches.order_by("index"))
     assert [(b.update_domain, b.size, b.status) for b in batches] == [
@@ -89,7 +77,7 @@ def test_r_batch_1_and_2_batches_of_20_within_update_domains_in_ascending_order(
 
 
 def test_r_upg_1_new_os_disk_old_one_kept_data_disks_untouched(frozen_clock, drive):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     before = {i.pk: i.os_disk for i in scale_set.instances.all()}
     checksums = dict(DataDisk.objects.filter(instance__scale_set=scale_set).values_list("pk", "checksum"))
     drive(services.os_upgrade_now(scale_set=scale_set))
@@ -102,7 +90,7 @@ def test_r_upg_1_new_os_disk_old_one_kept_data_disks_untouched(frozen_clock, dri
 
 
 def test_r_batch_2_instances_already_on_target_are_skipped_not_upgraded(frozen_clock, drive):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     first = drive(services.manual_upgrade(scale_set=scale_set, instance_ids=[0, 1]))
     assert first.status == RunStatus.COMPLETED
     disks = dict(scale_set.instances.values_list("instance_id", "os_disk"))
@@ -116,7 +104,7 @@ def test_r_batch_2_instances_already_on_target_are_skipped_not_upgraded(frozen_c
 
 
 def test_r_batch_2_protected_instances_are_skipped(frozen_clock, drive):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     Instance.objects.filter(scale_set=scale_set, instance_id=4).update(protected_from_scale_set_actions=True)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     assert run.outcomes.get(instance_id_number=4).status == OutcomeStatus.SKIPPED
@@ -124,7 +112,7 @@ def test_r_batch_2_protected_instances_are_skipped(frozen_clock, drive):
 
 
 def test_r_health_1_a_batch_waits_for_health_and_healthy_instances_succeed(frozen_clock, drive):
-    scale_set = fleet(6)
+    scale_set = factories.outdated_scale_set(6)
     run = services.os_upgrade_now(scale_set=scale_set)
     run = drive(run, until=lambda r: r.phase == "health_wait")
     waiting = run.outcomes.get(status=OutcomeStatus.IN_PROGRESS)
@@ -135,7 +123,7 @@ def test_r_health_1_a_batch_waits_for_health_and_healthy_instances_succeed(froze
 
 
 def test_r_health_1_an_instance_not_healthy_by_the_end_of_the_wait_fails(frozen_clock, drive):
-    scale_set = fleet(10, bad_share=0.1, max_unhealthy_upgraded_instance_percent=100)
+    scale_set = factories.outdated_scale_set(10, bad_share=0.1, max_unhealthy_upgraded_instance_percent=100)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     failed = run.outcomes.get(status=OutcomeStatus.FAILED)
     assert "Application never reported healthy" in failed.reason
@@ -144,7 +132,7 @@ def test_r_health_1_an_instance_not_healthy_by_the_end_of_the_wait_fails(frozen_
 
 
 def test_r_pause_1_the_pause_is_waited_between_batches(frozen_clock, drive):
-    scale_set = fleet(10, pause_time_between_batches="PT2M")
+    scale_set = factories.outdated_scale_set(10, pause_time_between_batches="PT2M")
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     batches = list(run.batches.order_by("index"))
     assert len(batches) == 5
@@ -157,7 +145,7 @@ def test_r_pause_1_the_pause_is_waited_between_batches(frozen_clock, drive):
 
 
 def test_r_gate_1_too_many_unhealthy_before_the_start_faults_without_touching_anything(frozen_clock, drive):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     fleet_services.instances_set_maintenance(scale_set=scale_set, instance_ids=[0, 1, 2, 3, 4], on=True)  # 25%
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_BEFORE_FIRST)
@@ -168,14 +156,14 @@ def test_r_gate_1_too_many_unhealthy_before_the_start_faults_without_touching_an
 
 
 def test_r_gate_1_exactly_the_percent_unhealthy_is_allowed(frozen_clock, drive):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     fleet_services.instances_set_maintenance(scale_set=scale_set, instance_ids=[1, 2, 3, 4], on=True)  # 20%
     run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.current_batch >= 0)
     assert run.status == RunStatus.ROLLING_FORWARD
 
 
 def test_r_gate_2_maintenance_mid_run_stops_after_the_current_batch(frozen_clock, drive):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "health_wait")
     later_domains = [n for n in range(20) if n % 5 in (3, 4)]  # 8 of 20, none in the batch in flight
     fleet_services.instances_set_maintenance(scale_set=scale_set, instance_ids=later_domains, on=True)
@@ -187,7 +175,7 @@ def test_r_gate_2_maintenance_mid_run_stops_after_the_current_batch(frozen_clock
 
 
 def test_r_gate_3_a_manual_trigger_with_a_bad_image_faults_and_failed_instances_stay_failed(frozen_clock, drive):
-    scale_set = fleet(100, bad_share=0.3)
+    scale_set = factories.outdated_scale_set(100, bad_share=0.3)
     run = drive(services.os_upgrade_now(scale_set=scale_set), check=counts_add_up)
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_AFTER_BATCH)
     failed = list(run.outcomes.filter(status=OutcomeStatus.FAILED))
@@ -199,7 +187,7 @@ def test_r_gate_3_a_manual_trigger_with_a_bad_image_faults_and_failed_instances_
 
 
 def test_r_rollback_1_an_automatic_upgrade_rolls_failed_instances_back(frozen_clock, drive):
-    scale_set = fleet(100, bad_share=0.3)
+    scale_set = factories.outdated_scale_set(100, bad_share=0.3)
     run = services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS, started_by=StartedBy.PLATFORM)
     run = drive(run, check=counts_add_up)
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_AFTER_BATCH)
@@ -215,14 +203,14 @@ def test_r_rollback_1_an_automatic_upgrade_rolls_failed_instances_back(frozen_cl
 
 
 def test_r_rollback_1_disable_automatic_rollback_keeps_failed_instances(frozen_clock, drive):
-    scale_set = fleet(20, bad_share=0.3, disable_automatic_rollback=True)
+    scale_set = factories.outdated_scale_set(20, bad_share=0.3, disable_automatic_rollback=True)
     run = drive(services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS))
     assert run.rolled_back_count == 0
     assert run.outcomes.filter(status=OutcomeStatus.FAILED).exists()
 
 
 def test_r_rollback_1_a_rolling_model_upgrade_rolls_back_only_on_breach_when_asked(frozen_clock, drive):
-    scale_set = fleet(20, bad_share=0.3, rollback_failed_instances_on_policy_breach=True)
+    scale_set = factories.outdated_scale_set(20, bad_share=0.3, rollback_failed_instances_on_policy_breach=True)
     run = drive(services.rolling_upgrade(scale_set=scale_set))
     assert run.error_code == GATE_AFTER_BATCH
     assert run.rolled_back_count > 0
@@ -232,7 +220,7 @@ def test_r_rollback_1_a_rolling_model_upgrade_rolls_back_only_on_breach_when_ask
 
 
 def test_r_one_1_a_second_start_while_one_runs_is_refused(frozen_clock):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     services.os_upgrade_now(scale_set=scale_set)
     with pytest.raises(OperationNotAllowed, match="already rolling forward"):
         services.os_upgrade_now(scale_set=scale_set)
@@ -240,14 +228,14 @@ def test_r_one_1_a_second_start_while_one_runs_is_refused(frozen_clock):
 
 
 def test_r_one_1_cancelling_when_none_runs_says_so(frozen_clock):
-    scale_set = fleet(3)
+    scale_set = factories.outdated_scale_set(3)
     with pytest.raises(OperationNotAllowed) as caught:
         services.run_cancel(scale_set=scale_set)
     assert caught.value.message == "There is no ongoing Rolling Upgrade to cancel."
 
 
 def test_r_cancel_1_the_batch_in_flight_finishes_and_no_new_batch_starts(frozen_clock, drive):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "upgrading")
     services.run_cancel(scale_set=scale_set)
     run = drive(run)
@@ -265,7 +253,7 @@ def test_r_cancel_1_the_batch_in_flight_finishes_and_no_new_batch_starts(frozen_
 
 
 def test_r_cancel_1_cancelling_during_a_pause_ends_at_once(frozen_clock, drive):
-    scale_set = fleet(10, pause_time_between_batches="PT1H")
+    scale_set = factories.outdated_scale_set(10, pause_time_between_batches="PT1H")
     run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "pause")
     services.run_cancel(scale_set=scale_set)
     engine.run_advance(run.pk)
@@ -277,7 +265,7 @@ def test_r_cancel_1_cancelling_during_a_pause_ends_at_once(frozen_clock, drive):
 
 
 def test_r_man_1_upgrading_an_update_domain_touches_only_its_instances_at_once(frozen_clock, drive):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     scale_set.model_version += 1
     scale_set.save()
     run = drive(services.manual_upgrade(scale_set=scale_set, update_domain=2))
@@ -290,7 +278,7 @@ def test_r_man_1_upgrading_an_update_domain_touches_only_its_instances_at_once(f
 
 
 def test_r_man_1_unknown_instance_ids_are_refused_by_name(frozen_clock):
-    scale_set = fleet(3)
+    scale_set = factories.outdated_scale_set(3)
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="has no instance 7"):
@@ -299,7 +287,7 @@ def test_r_man_1_unknown_instance_ids_are_refused_by_name(frozen_clock):
 
 
 def test_r_man_2_reimage_keeps_data_disks(frozen_clock, drive):
-    scale_set = fleet(3)
+    scale_set = factories.outdated_scale_set(3)
     checksums = list(DataDisk.objects.filter(instance__scale_set=scale_set).values_list("checksum", flat=True))
     services.reimage(scale_set=scale_set, instance_ids=[0])
     from fleet.drivers import simulator
@@ -313,7 +301,7 @@ def test_r_man_2_reimage_keeps_data_disks(frozen_clock, drive):
 
 
 def test_r_mode_1_manual_mode_waits_for_an_operator(frozen_clock):
-    scale_set = fleet(5, upgrade_mode="Manual")
+    scale_set = factories.outdated_scale_set(5, upgrade_mode="Manual")
     run = services.update_model(scale_set=scale_set, changes={"vm_size": "Standard_D4s_v3"})
     assert run is None
     scale_set.refresh_from_db()
@@ -322,7 +310,7 @@ def test_r_mode_1_manual_mode_waits_for_an_operator(frozen_clock):
 
 
 def test_r_mode_1_rolling_mode_starts_a_rolling_model_upgrade(frozen_clock, drive):
-    scale_set = fleet(10, upgrade_mode="Rolling")
+    scale_set = factories.outdated_scale_set(10, upgrade_mode="Rolling")
     run = services.update_model(scale_set=scale_set, changes={"vm_size": "Standard_D4s_v3"})
     assert run is not None
     assert run.kind == Kind.ROLLING_MODEL
@@ -332,7 +320,7 @@ def test_r_mode_1_rolling_mode_starts_a_rolling_model_upgrade(frozen_clock, driv
 
 
 def test_r_mode_1_automatic_mode_upgrades_every_instance_at_once(frozen_clock, drive):
-    scale_set = fleet(10, upgrade_mode="Automatic")
+    scale_set = factories.outdated_scale_set(10, upgrade_mode="Automatic")
     run = services.update_model(scale_set=scale_set, changes={"image_version": factories.NEW_VERSION})
     assert run is not None
     assert run.batch_count == 1
@@ -341,7 +329,7 @@ def test_r_mode_1_automatic_mode_upgrades_every_instance_at_once(frozen_clock, d
 
 
 def test_r_mode_1_a_bad_model_change_changes_nothing(frozen_clock):
-    scale_set = fleet(5, upgrade_mode="Rolling")
+    scale_set = factories.outdated_scale_set(5, upgrade_mode="Rolling")
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
@@ -355,15 +343,10 @@ def test_r_mode_1_a_bad_model_change_changes_nothing(frozen_clock):
 
 
 def test_r_cred_1_an_expired_credential_fails_the_first_batch_and_recovery_brings_all_back(frozen_clock, drive):
-    expired = (clock.now() - dt.timedelta(days=1)).isoformat()
-    key_vault = {
-        "name": "KeyVault",
-        "publisher": "Microsoft.Azure.KeyVault",
-        "type": "KeyVaultForLinux",
-        "type_handler_version": "2.0",
-        "protected_settings": {"credential": {"secret": "s3cret", "expiresOn": expired}},
-    }
-    scale_set = fleet(10, upgrade_mode="Manual", extensions=[factories.APP_HEALTH_HTTP, key_vault])
+    key_vault = factories.key_vault(clock.now() - dt.timedelta(days=1))
+    scale_set = factories.outdated_scale_set(
+        10, upgrade_mode="Manual", extensions=[factories.APP_HEALTH_HTTP, key_vault]
+    )
     run = drive(services.rolling_upgrade(scale_set=scale_set))
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_AFTER_BATCH)
     first = run.batches.get(index=0)
@@ -387,7 +370,7 @@ def test_r_cred_1_an_expired_credential_fails_the_first_batch_and_recovery_bring
 
 
 def test_the_event_log_records_every_instance_change(frozen_clock, drive):
-    scale_set = fleet(10, bad_share=0.2)
+    scale_set = factories.outdated_scale_set(10, bad_share=0.2)
     run = drive(services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS))
     started = run.outcomes.exclude(status__in=[OutcomeStatus.SKIPPED, OutcomeStatus.PENDING])
     assert started.exists()
@@ -406,7 +389,9 @@ def test_a_tick_costs_the_same_queries_for_batches_of_10_and_200(frozen_clock, s
     from fleet.drivers import simulator
 
     def queries_of_first_ticks(capacity: int) -> list[int]:
-        scale_set = fleet(capacity, name=f"q{capacity}", where=factories.region(f"region{capacity}"))
+        scale_set = factories.outdated_scale_set(
+            capacity, name=f"q{capacity}", where=factories.region(f"region{capacity}")
+        )
         run = services.os_upgrade_now(scale_set=scale_set)
         counts = []
         for _ in range(3):  # start the batch + dispatch, then the two polls of the upgrade
@@ -428,28 +413,28 @@ def test_a_tick_costs_the_same_queries_for_batches_of_10_and_200(frozen_clock, s
 
 
 def test_a_run_with_nothing_to_do_is_refused(frozen_clock, drive):
-    scale_set = fleet(3)
+    scale_set = factories.outdated_scale_set(3)
     drive(services.os_upgrade_now(scale_set=scale_set))
     with pytest.raises(OperationNotAllowed, match="Nothing to upgrade"):
         services.os_upgrade_now(scale_set=scale_set)
 
 
 def test_target_image_is_resolved_at_start(frozen_clock):
-    scale_set = fleet(3)
+    scale_set = factories.outdated_scale_set(3)
     run = services.os_upgrade_now(scale_set=scale_set)
     assert run.target_image == target_image(scale_set).key == NEW_KEY
     assert InstanceOutcome.objects.filter(run=run, to_image=NEW_KEY).count() == 3
 
 
 def test_power_actions_during_a_run_count_against_the_set(frozen_clock, drive):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     fleet_services.instances_power(scale_set=scale_set, instance_ids=[0, 1, 2], action=PowerAction.POWER_OFF)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     assert run.error_code == GATE_BEFORE_FIRST
 
 
 def test_a_refused_model_change_leaves_the_callers_object_unchanged(frozen_clock):
-    scale_set = fleet(3, upgrade_mode="Rolling")
+    scale_set = factories.outdated_scale_set(3, upgrade_mode="Rolling")
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
@@ -459,7 +444,7 @@ def test_a_refused_model_change_leaves_the_callers_object_unchanged(frozen_clock
 
 def test_an_instance_the_driver_never_finishes_fails_after_the_upgrade_timeout(frozen_clock, drive, settings):
     settings.UPGRADE_TIMEOUT_SECONDS = 600
-    scale_set = fleet(10, max_unhealthy_upgraded_instance_percent=100)
+    scale_set = factories.outdated_scale_set(10, max_unhealthy_upgraded_instance_percent=100)
     run = drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "upgrading")
     stuck = run.outcomes.filter(status=OutcomeStatus.IN_PROGRESS).first()
     # The driver loses the instance mid-reimage: its plan is gone, it stays "updating".
@@ -475,7 +460,7 @@ def test_an_instance_the_driver_never_finishes_fails_after_the_upgrade_timeout(f
 
 
 def test_a_rolled_back_instance_keeps_the_reason_it_failed(frozen_clock, drive):
-    scale_set = fleet(10, bad_share=0.1, max_unhealthy_upgraded_instance_percent=100)
+    scale_set = factories.outdated_scale_set(10, bad_share=0.1, max_unhealthy_upgraded_instance_percent=100)
     run = drive(services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS))
     rolled_back = run.outcomes.get(status=OutcomeStatus.ROLLED_BACK)
     assert "never reported healthy" in rolled_back.reason

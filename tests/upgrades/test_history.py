@@ -13,8 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from fleet import clock
-from fleet.models import FaultProfile, ScaleSet
+from fleet.models import ScaleSet
 from tests import factories
 from upgrades import services
 from upgrades.models import Kind, OutcomeStatus, RunEvent, RunStatus, StartedBy, UpgradeRun
@@ -22,7 +21,7 @@ from upgrades.planner import GATE_AFTER_BATCH
 
 pytestmark = pytest.mark.django_db
 
-NEW_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.NEW_VERSION}"
+NEW_KEY = factories.NEW_KEY
 OLD_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.OLD_VERSION}"
 DAY = dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)
 
@@ -237,19 +236,8 @@ def test_the_nav_links_to_history(viewer):
 # --- a run's page --------------------------------------------------------------------------------
 
 
-def bad_image_fleet(capacity: int, *, bad_share: float = 0.0, **model) -> ScaleSet:
-    """A set with a health source, and a new image of which `bad_share` never gets healthy."""
-    model.setdefault("extensions", [factories.APP_HEALTH_HTTP])
-    model.setdefault("zones", [])
-    scale_set = factories.scale_set(capacity=capacity, **model)
-    factories.publish(factories.NEW_VERSION, scale_set.region, at=clock.now() - dt.timedelta(seconds=1))
-    if bad_share:
-        FaultProfile.objects.create(target=NEW_KEY, never_healthy_share=bad_share)
-    return scale_set
-
-
 def test_a_run_page_shows_summary_policy_rollback_error_batches_outcomes_and_events(viewer, frozen_clock, drive):
-    scale_set = bad_image_fleet(10, bad_share=0.5)
+    scale_set = factories.outdated_scale_set(10, bad_share=0.5)
     run = services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS, started_by=StartedBy.PLATFORM)
     run = drive(run)
     assert run.status == RunStatus.FAULTED  # half of the first batch never got healthy (R-GATE-3)
@@ -296,7 +284,7 @@ def test_a_run_page_shows_summary_policy_rollback_error_batches_outcomes_and_eve
 
 
 def test_a_run_page_of_a_rolling_run_is_live(viewer, frozen_clock):
-    scale_set = bad_image_fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     run = services.os_upgrade_now(scale_set=scale_set)
     text = text_of(viewer.get(f"/runs/{run.pk}/"))
     assert 'id="live-status"' in text
@@ -307,8 +295,8 @@ def test_a_run_page_of_a_rolling_run_is_live(viewer, frozen_clock):
 def test_a_run_page_costs_the_same_queries_for_10_and_1000_instances(
     viewer, frozen_clock, drive, django_assert_num_queries
 ):
-    small = bad_image_fleet(10, name="small")
-    large = bad_image_fleet(1000, name="large", where=factories.region("westeurope"))
+    small = factories.outdated_scale_set(10, name="small")
+    large = factories.outdated_scale_set(1000, name="large", where=factories.region("westeurope"))
     runs = [drive(services.os_upgrade_now(scale_set=scale_set)) for scale_set in (small, large)]
     assert [r.successful_count for r in runs] == [10, 1000]
     # session, user, groups; the run with its set, region and actor; its batches; its
@@ -321,7 +309,7 @@ def test_a_run_page_costs_the_same_queries_for_10_and_1000_instances(
 
 
 def test_a_run_pages_event_log_is_paginated(viewer, frozen_clock, drive):
-    scale_set = bad_image_fleet(100)
+    scale_set = factories.outdated_scale_set(100)
     run = drive(services.os_upgrade_now(scale_set=scale_set))
     count = RunEvent.objects.filter(run=run).count()
     assert count > 200

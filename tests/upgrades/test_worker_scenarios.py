@@ -14,7 +14,7 @@ from django.db import connection
 from config.celery import app as celery_app
 from fleet import clock
 from fleet import services as fleet_services
-from fleet.models import DataDisk, FaultProfile, Instance, ScaleSet
+from fleet.models import DataDisk, Instance, ScaleSet
 from tests import factories
 from tests.processes import Processes, wait_for
 from upgrades import services
@@ -31,8 +31,8 @@ WORKER_ENV = {
     "ENGINE_DISPATCH_LEASE_SECONDS": "1.5",
     "BEAT_INTERVAL_SECONDS": "0.2",
 }
-NEW_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.NEW_VERSION}"
-OLD_KEY = f"platform:Canonical/UbuntuServer/18.04-LTS:{factories.OLD_VERSION}"
+NEW_KEY = factories.NEW_KEY
+OLD_KEY = factories.OLD_KEY
 
 
 @pytest.fixture
@@ -55,16 +55,6 @@ def running(processes):
     return processes
 
 
-def fleet(capacity: int = 100, *, bad_share: float = 0.0, **model) -> ScaleSet:
-    model.setdefault("extensions", [factories.APP_HEALTH_HTTP])
-    model.setdefault("zones", [])
-    scale_set = factories.scale_set(capacity=capacity, **model)
-    factories.publish(factories.NEW_VERSION, scale_set.region, at=clock.now() - dt.timedelta(seconds=1))
-    if bad_share:
-        FaultProfile.objects.update_or_create(target=NEW_KEY, defaults={"never_healthy_share": bad_share})
-    return scale_set
-
-
 def finished(run: UpgradeRun, processes: Processes, timeout: float = 120) -> UpgradeRun:
     def done():
         run.refresh_from_db()
@@ -79,7 +69,7 @@ def checksums(scale_set: ScaleSet) -> dict[int, str]:
 
 
 def test_a_100_instances_good_image_completes_in_batches_of_20_within_update_domains(running):
-    scale_set = fleet(100)
+    scale_set = factories.outdated_scale_set(100)
     disks = checksums(scale_set)
     run = finished(services.os_upgrade_now(scale_set=scale_set), running)
     assert run.status == RunStatus.COMPLETED, run.error_message
@@ -93,7 +83,7 @@ def test_a_100_instances_good_image_completes_in_batches_of_20_within_update_dom
 
 
 def test_b_bad_image_manual_trigger_faults_and_failed_instances_stay_failed(running):
-    scale_set = fleet(100, bad_share=0.3)
+    scale_set = factories.outdated_scale_set(100, bad_share=0.3)
     run = finished(services.os_upgrade_now(scale_set=scale_set), running)
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_AFTER_BATCH)
     failed = run.outcomes.filter(status=OutcomeStatus.FAILED)
@@ -105,7 +95,7 @@ def test_b_bad_image_manual_trigger_faults_and_failed_instances_stay_failed(runn
 
 
 def test_c_bad_image_automatic_upgrade_rolls_failed_instances_back(running):
-    scale_set = fleet(100, bad_share=0.3)
+    scale_set = factories.outdated_scale_set(100, bad_share=0.3)
     disks = checksums(scale_set)
     run = services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS, started_by=StartedBy.PLATFORM)
     run = finished(run, running)
@@ -120,7 +110,7 @@ def test_c_bad_image_automatic_upgrade_rolls_failed_instances_back(running):
 
 
 def test_d_a_quarter_unhealthy_before_the_start_is_refused(running):
-    scale_set = fleet(20)
+    scale_set = factories.outdated_scale_set(20)
     fleet_services.instances_set_maintenance(scale_set=scale_set, instance_ids=[0, 1, 2, 3, 4], on=True)
     run = finished(services.os_upgrade_now(scale_set=scale_set), running)
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_BEFORE_FIRST)
@@ -128,7 +118,7 @@ def test_d_a_quarter_unhealthy_before_the_start_is_refused(running):
 
 
 def test_e_maintenance_mid_run_stops_after_the_current_batch(running):
-    scale_set = fleet(50)
+    scale_set = factories.outdated_scale_set(50)
     run = services.os_upgrade_now(scale_set=scale_set)
     wait_for(
         lambda: UpgradeRun.objects.filter(pk=run.pk, current_batch__gte=0).exists(),
@@ -145,7 +135,7 @@ def test_e_maintenance_mid_run_stops_after_the_current_batch(running):
 
 
 def test_f_cancel_mid_run(running):
-    scale_set = fleet(50, pause_time_between_batches="PT1M")
+    scale_set = factories.outdated_scale_set(50, pause_time_between_batches="PT1M")
     run = services.os_upgrade_now(scale_set=scale_set)
     wait_for(
         lambda: UpgradeRun.objects.filter(pk=run.pk, current_batch__gte=1).exists(),
@@ -163,15 +153,8 @@ def test_f_cancel_mid_run(running):
 
 
 def test_g_expired_credential_fails_the_first_batch_and_recovery_brings_every_instance_back(running):
-    expired = (clock.now() - dt.timedelta(days=1)).isoformat()
-    key_vault = {
-        "name": "KeyVault",
-        "publisher": "Microsoft.Azure.KeyVault",
-        "type": "KeyVaultForLinux",
-        "type_handler_version": "2.0",
-        "protected_settings": {"credential": {"secret": "x", "expiresOn": expired}},
-    }
-    scale_set = fleet(20, extensions=[factories.APP_HEALTH_HTTP, key_vault])
+    key_vault = factories.key_vault(clock.now() - dt.timedelta(days=1))
+    scale_set = factories.outdated_scale_set(20, extensions=[factories.APP_HEALTH_HTTP, key_vault])
     run = finished(services.rolling_upgrade(scale_set=scale_set), running)
     assert (run.status, run.error_code) == (RunStatus.FAULTED, GATE_AFTER_BATCH)
     assert run.batches.get(index=0).status == "Failed"
@@ -220,7 +203,7 @@ def assert_clean_end(run: UpgradeRun, scale_set: ScaleSet, disks: dict[int, str]
 
 
 def test_workers_killed_at_random_points_lose_nothing_and_double_nothing(processes):
-    scale_set = fleet(60, bad_share=0.1, max_unhealthy_upgraded_instance_percent=50)
+    scale_set = factories.outdated_scale_set(60, bad_share=0.1, max_unhealthy_upgraded_instance_percent=50)
     disks = checksums(scale_set)
     processes.start_beat()
     processes.start_worker("worker")
@@ -246,7 +229,7 @@ def test_workers_killed_at_random_points_lose_nothing_and_double_nothing(process
 def test_two_workers_at_once_give_the_same_result_as_one(processes):
     results = []
     for workers in (1, 2):
-        scale_set = fleet(
+        scale_set = factories.outdated_scale_set(
             40,
             name="twin",
             where=factories.region(f"region{workers}"),
@@ -269,7 +252,7 @@ def test_two_workers_at_once_give_the_same_result_as_one(processes):
 
 
 def test_fifty_concurrent_starts_make_exactly_one_run(processes):
-    scale_set = fleet(10)
+    scale_set = factories.outdated_scale_set(10)
     barrier = threading.Barrier(50)
     outcomes: list[str] = []
     lock = threading.Lock()
