@@ -18,3 +18,16 @@ def frozen_clock() -> Iterator[FrozenClock]:
 def time_scale_1(settings):  # type: ignore[no-untyped-def]
     settings.TIME_SCALE = 1.0
     return settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer. The layer is cached for the process, and
+    channels_redis binds locks to the event loop that first used them; every async test
+    has its own loop, so a layer carried over from another test can fail with "bound to a
+    different event loop"."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
