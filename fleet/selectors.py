@@ -20,6 +20,7 @@ from fleet.models import (
     ReplicationState,
     ScaleSet,
     ScaleSetExtension,
+    SupportedOsSku,
 )
 from fleet.versions import LATEST
 
@@ -132,6 +133,12 @@ def target_images(scale_sets: Sequence[ScaleSet]) -> dict[int, ImageRef | None]:
         name = f"{s.image_publisher}/{s.image_offer}/{s.image_sku}"
         result[s.pk] = ImageRef(ImageSource.PLATFORM, name, version) if version else None
     return result
+
+
+def is_supported_os_sku(*, publisher: str, offer: str, sku: str) -> bool:
+    """Whether automatic OS upgrades support this platform image (R-AUTO-1; one query).
+    ARM names are case-insensitive, so the table matches regardless of case."""
+    return SupportedOsSku.objects.filter(publisher__iexact=publisher, offer__iexact=offer, sku__iexact=sku).exists()
 
 
 def pinned_version_missing(scale_set: ScaleSet) -> str | None:

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from fleet import clock, events
+from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import PowerAction, driver_for
 from fleet.health import validate_health_sources
 from fleet.models import (
@@ -147,6 +148,8 @@ def scale_set_create(
     for ext in extension_rows:
         ext.full_clean(exclude=["scale_set"])
     validate_health_sources(scale_set, extension_rows)
+    if scale_set.enable_automatic_os_upgrade:
+        validate_automatic_os_upgrade(scale_set, extension_rows)  # R-AUTO-1
     if missing := pinned_version_missing(scale_set):
         raise ValidationError({"image_version": missing})
     image = target_image(scale_set)

@@ -90,6 +90,7 @@ def _action_forms(scale_set: ScaleSet) -> dict[str, forms.Form]:
         "rolling": upgrade_forms.RollingUpgradeForm(prefix="rolling"),
         "reimage": upgrade_forms.InstancesForm(prefix="reimage"),
         "power": upgrade_forms.PowerForm(prefix="power"),
+        "auto_os": upgrade_forms.AutomaticOsUpgradeForm(prefix="auto_os"),
     }
 
 

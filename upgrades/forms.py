@@ -159,6 +159,19 @@ class PowerForm(forms.Form):
         return PowerAction(self.cleaned_data["action"])
 
 
+class AutomaticOsUpgradeForm(forms.Form):
+    """Turn automatic OS image upgrades on or off; the service checks R-AUTO-1 when turning on."""
+
+    enabled = forms.TypedChoiceField(
+        choices=[("on", "On"), ("off", "Off")], coerce=lambda value: value == "on", widget=forms.HiddenInput
+    )
+    disable_automatic_rollback = forms.BooleanField(required=False, label="Without automatic rollback")
+
+    def rollback_choice(self) -> bool | None:
+        """disableAutomaticRollback as chosen when turning on; left as it is when turning off."""
+        return self.cleaned_data["disable_automatic_rollback"] if self.cleaned_data["enabled"] else None
+
+
 _VM_SIZE = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9_\-]{1,63}$", "A VM size is a name like Standard_D2s_v3 (letters, digits, _ and -)."
 )

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 
 from fleet import clock
 from fleet import events as fleet_events
+from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import driver_for
 from fleet.health import health_source_of
 from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, UpgradeMode
@@ -353,6 +354,10 @@ def update_model(
         raise ValidationError({"image_version": missing})
     if target_image(scale_set) is None:
         raise ValidationError({"image_version": f"No version of this image is available in {scale_set.region.name}."})
+    if scale_set.enable_automatic_os_upgrade:
+        # The model must keep meeting R-AUTO-1 while automatic upgrades are on (no pinned
+        # version, a supported SKU, no custom image): turn them off first to leave it.
+        validate_automatic_os_upgrade(scale_set, list(scale_set.extensions.all()))
     with transaction.atomic():
         scale_set.model_version += 1
         scale_set.save()
@@ -362,3 +367,34 @@ def update_model(
         if scale_set.upgrade_mode == UpgradeMode.ROLLING:
             return run_start(scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor)
     return None
+
+
+def automatic_os_upgrade_set(
+    *,
+    scale_set: ScaleSet,
+    enabled: bool,
+    disable_automatic_rollback: bool | None = None,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> ScaleSet:
+    """Turn automatic OS image upgrades on or off (enableAutomaticOSUpgrade).
+
+    Enabling is refused unless every R-AUTO-1 condition holds (a ValidationError on
+    enable_automatic_os_upgrade listing each problem; nothing is saved). Disabling always
+    succeeds (R-AUTO-5): it stops future automatic runs; a run in progress goes on until
+    cancelled. `disable_automatic_rollback` is saved when given. This is upgrade policy, not
+    the VM model: the model version does not change. Returns the saved set.
+    """
+    with transaction.atomic():
+        fresh = ScaleSet.objects.select_for_update().select_related("region").get(pk=scale_set.pk)
+        if enabled:
+            validate_automatic_os_upgrade(fresh, list(fresh.extensions.all()))
+        fresh.enable_automatic_os_upgrade = enabled
+        fields = ["enable_automatic_os_upgrade"]
+        if disable_automatic_rollback is not None:
+            fresh.disable_automatic_rollback = disable_automatic_rollback
+            fields.append("disable_automatic_rollback")
+        fresh.save(update_fields=fields)
+        fleet_events.scale_set_changed(fresh.pk)
+    for name in fields:
+        setattr(scale_set, name, getattr(fresh, name))
+    return fresh

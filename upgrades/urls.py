@@ -15,4 +15,9 @@ urlpatterns = [
     path("scale-sets/<int:scale_set_id>/cancel/", views.cancel, name="cancel"),
     path("scale-sets/<int:scale_set_id>/reimage/", views.reimage, name="reimage"),
     path("scale-sets/<int:scale_set_id>/power/", views.power, name="power"),
+    path(
+        "scale-sets/<int:scale_set_id>/automatic-os-upgrade/",
+        views.automatic_os_upgrade,
+        name="automatic-os-upgrade",
+    ),
 ]

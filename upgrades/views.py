@@ -27,7 +27,7 @@ from fleet.roles import is_operator
 from fleet.views import scale_set_or_404, scale_set_page
 from upgrades import forms, selectors, services
 from upgrades.errors import OperationNotAllowed
-from upgrades.models import UpgradeRun
+from upgrades.models import Kind, RunStatus, UpgradeRun
 
 HISTORY_PAGE_SIZE = 50
 EVENTS_PAGE_SIZE = 200
@@ -192,6 +192,28 @@ def power(request: HttpRequest, scale_set: ScaleSet, form: forms.PowerForm) -> s
     )
     verb = dict(forms.PowerForm.ACTIONS)[action.value]
     return f"{verb}: {_plural(len(instances), 'instance')} ({forms.ids_text([i.instance_id for i in instances])})."
+
+
+@_action(
+    "auto_os",
+    "Automatic OS upgrade",
+    lambda request, _: forms.AutomaticOsUpgradeForm(request.POST, prefix="auto_os"),
+)
+def automatic_os_upgrade(request: HttpRequest, scale_set: ScaleSet, form: forms.AutomaticOsUpgradeForm) -> str:
+    """R-AUTO-1 when turning on; turning off always works and leaves a run in progress (R-AUTO-5)."""
+    enabled = form.cleaned_data["enabled"]
+    saved = services.automatic_os_upgrade_set(
+        scale_set=scale_set, enabled=enabled, disable_automatic_rollback=form.rollback_choice(), actor=request.user
+    )
+    if enabled:
+        rollback = " without automatic rollback" if saved.disable_automatic_rollback else ""
+        return f"Automatic OS upgrade on{rollback}: new 'latest' images roll out under the rolling policy."
+    running = UpgradeRun.objects.filter(
+        scale_set=scale_set, kind=Kind.AUTOMATIC_OS, status=RunStatus.ROLLING_FORWARD
+    ).exists()
+    return "Automatic OS upgrade off: no new automatic run starts." + (
+        " The automatic upgrade in progress goes on; cancel it above to stop it." if running else ""
+    )
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -26,7 +26,16 @@ AUTOMATIC_CONFIRMATION = (
     "Tick the box to confirm."
 )
 
-ACTIONS = ["model-change", "manual-upgrade", "rolling-upgrade", "os-upgrade", "cancel", "reimage", "power"]
+ACTIONS = [
+    "model-change",
+    "manual-upgrade",
+    "rolling-upgrade",
+    "os-upgrade",
+    "cancel",
+    "reimage",
+    "power",
+    "automatic-os-upgrade",
+]
 
 
 def fleet(capacity: int = 10, **model) -> ScaleSet:
@@ -99,11 +108,13 @@ def test_every_action_post_from_a_viewer_is_refused_with_403_and_changes_nothing
             "reimage-instance_ids": "0",
             "power-instance_ids": "0",
             "power-action": "powerOff",
+            "auto_os-enabled": "on",
         },
     )
     assert response.status_code == 403
     assert not UpgradeRun.objects.exists()
     scale_set.refresh_from_db()
+    assert not scale_set.enable_automatic_os_upgrade
     assert (scale_set.vm_size, scale_set.model_version) == ("Standard_D2s_v3", 1)
     assert set(Instance.objects.values_list("power_state", flat=True)) == {"running"}
 
@@ -612,3 +623,78 @@ def test_a_gallery_image_set_picks_among_versions_replicated_to_its_region(opera
     assert response.status_code == 302
     scale_set.refresh_from_db()
     assert (scale_set.image_version, scale_set.model_version) == ("1.0.0", 2)
+
+
+# --- automatic OS upgrade on/off (R-AUTO-1, R-AUTO-5) ------------------------------------------
+
+PROBE = {"health_probe_protocol": "tcp", "health_probe_port": 80}
+
+
+def test_an_operator_turns_automatic_os_upgrade_on(operator):
+    scale_set = fleet(4, **PROBE)
+    assert "Turn automatic OS upgrade on" in page_text(operator.get(f"/scale-sets/{scale_set.pk}/"))
+    response = operator.post(
+        action("automatic-os-upgrade", scale_set), {"auto_os-enabled": "on", "auto_os-disable_automatic_rollback": "on"}
+    )
+    assert response.status_code == 302
+    scale_set.refresh_from_db()
+    assert (scale_set.enable_automatic_os_upgrade, scale_set.disable_automatic_rollback) == (True, True)
+    assert scale_set.model_version == 1
+    followed = operator.get(response["Location"])
+    assert "success: Automatic OS upgrade on without automatic rollback" in " ".join(flashes(followed))
+    assert "Turn automatic OS upgrade off" in page_text(followed)
+
+
+def test_r_auto_1_an_operator_turning_it_on_where_the_rule_forbids_sees_each_reason_and_nothing_changes(operator):
+    scale_set = fleet(4, image_version=factories.OLD_VERSION)  # pinned, and no health source
+    response = operator.post(action("automatic-os-upgrade", scale_set), {"auto_os-enabled": "on"})
+    assert response.status_code == 400
+    pinned = (
+        f"Automatic OS upgrades need image version 'latest', not a pinned version ({factories.OLD_VERSION}): "
+        "set the image version to latest."
+    )
+    health = (
+        "Automatic OS upgrades need a health source: add a load-balancer health probe "
+        "or the Application Health extension."
+    )
+    assert f"error: Automatic OS upgrade: {pinned} {health}" in flashes(response)
+    errors = re.search(r'id="action-auto-os".*?</div>', page_text(response), re.S)[0]
+    assert pinned in errors  # on the form too
+    assert health in errors
+    assert 'class="action failed" id="action-auto-os"' in response.content.decode()
+    scale_set.refresh_from_db()
+    assert not scale_set.enable_automatic_os_upgrade
+
+
+def test_r_auto_5_an_operator_turns_it_off_and_a_run_in_progress_goes_on(operator):
+    scale_set = fleet(10, **PROBE, enable_automatic_os_upgrade=True)
+    run = services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS, started_by="Platform")
+    # Even a set that no longer meets R-AUTO-1 can always turn it off.
+    ScaleSet.objects.filter(pk=scale_set.pk).update(health_probe_protocol="")
+    response = operator.post(action("automatic-os-upgrade", scale_set), {"auto_os-enabled": "off"})
+    assert response.status_code == 302
+    scale_set.refresh_from_db()
+    assert not scale_set.enable_automatic_os_upgrade
+    run.refresh_from_db()
+    assert run.status == RunStatus.ROLLING_FORWARD
+    assert not run.cancel_requested
+    assert (
+        "success: Automatic OS upgrade off: no new automatic run starts. "
+        "The automatic upgrade in progress goes on; cancel it above to stop it."
+    ) in flashes(operator.get(response["Location"]))
+
+
+def test_automatic_os_upgrade_from_a_viewer_is_a_403_and_changes_nothing(viewer):
+    scale_set = fleet(3, **PROBE)
+    assert viewer.post(action("automatic-os-upgrade", scale_set), {"auto_os-enabled": "on"}).status_code == 403
+    scale_set.refresh_from_db()
+    assert not scale_set.enable_automatic_os_upgrade
+
+
+def test_automatic_os_upgrade_without_a_choice_is_a_form_error(operator):
+    scale_set = fleet(3, **PROBE)
+    response = operator.post(action("automatic-os-upgrade", scale_set), {"auto_os-enabled": "maybe"})
+    assert response.status_code == 400
+    assert any(flash.startswith("error: Automatic OS upgrade: nothing was done.") for flash in flashes(response))
+    scale_set.refresh_from_db()
+    assert not scale_set.enable_automatic_os_upgrade
