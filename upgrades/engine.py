@@ -52,7 +52,7 @@ from upgrades.models import (
     UpgradeBatch,
     UpgradeRun,
 )
-from upgrades.planner import gate_after_batch, gate_before_batch, should_roll_back
+from upgrades.planner import gate_after_batch, gate_before_batch, progress, should_roll_back
 
 log = logging.getLogger(__name__)
 
@@ -531,12 +531,11 @@ def _reschedule(run: UpgradeRun, at: dt.datetime) -> None:
 def _save(run: UpgradeRun, *, publish: bool = True) -> None:
     """Write the run with fresh progress counts (one aggregate query) and tell open pages."""
     counts = dict(InstanceOutcome.objects.filter(run=run).values_list("status").annotate(n=Count("pk")).order_by())
-    run.successful_count = counts.get(OutcomeStatus.SUCCEEDED, 0)
-    run.failed_count = sum(
-        counts.get(s, 0) for s in (OutcomeStatus.FAILED, OutcomeStatus.ROLLED_BACK, OutcomeStatus.ROLLBACK_FAILED)
-    )
-    run.in_progress_count = counts.get(OutcomeStatus.IN_PROGRESS, 0)
-    run.pending_count = counts.get(OutcomeStatus.PENDING, 0)
+    counted = progress(counts)
+    run.successful_count = counted.successful
+    run.failed_count = counted.failed
+    run.in_progress_count = counted.in_progress
+    run.pending_count = counted.pending
     run.skipped_count = counts.get(OutcomeStatus.SKIPPED, 0)
     run.save()
     if publish:

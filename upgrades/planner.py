@@ -9,7 +9,7 @@ this module decides; the plan preview shows the same plan.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -178,16 +178,12 @@ class Progress:
         return self.successful + self.failed + self.in_progress + self.pending
 
 
-def progress(statuses: Iterable[str]) -> Progress:
-    """ARM's progress counts from per-instance outcomes (Skipped is not targeted, R-LOOP-1)."""
-    counts = {"successful": 0, "failed": 0, "in_progress": 0, "pending": 0}
-    for status in statuses:
-        if status == "Succeeded":
-            counts["successful"] += 1
-        elif status in ("Failed", "RolledBack", "RollbackFailed"):
-            counts["failed"] += 1
-        elif status == "InProgress":
-            counts["in_progress"] += 1
-        elif status == "Pending":
-            counts["pending"] += 1
-    return Progress(**counts)
+def progress(outcomes: Mapping[str, int]) -> Progress:
+    """ARM's progress counts from the number of outcomes per status (R-LOOP-1). Rolled-back
+    instances count as failed upgrades; Skipped ones are not targeted and not counted."""
+    return Progress(
+        successful=outcomes.get("Succeeded", 0),
+        failed=sum(outcomes.get(s, 0) for s in ("Failed", "RolledBack", "RollbackFailed")),
+        in_progress=outcomes.get("InProgress", 0),
+        pending=outcomes.get("Pending", 0),
+    )

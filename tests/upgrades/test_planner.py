@@ -161,7 +161,9 @@ def test_r_rollback_1_who_rolls_back():
 
 
 def test_r_loop_1_progress_counts_add_up_and_skipped_is_not_targeted():
-    counts = progress(["Succeeded", "Failed", "RolledBack", "RollbackFailed", "InProgress", "Pending", "Skipped"])
+    counts = progress(
+        Counter(["Succeeded", "Failed", "RolledBack", "RollbackFailed", "InProgress", "Pending", "Skipped"])
+    )
     assert (counts.successful, counts.failed, counts.in_progress, counts.pending) == (1, 3, 1, 1)
     assert counts.total == 6
 
@@ -233,4 +235,4 @@ def test_unhealthy_first_means_no_healthy_instance_before_an_unhealthy_one(candi
     )
 )
 def test_progress_always_sums_to_the_targeted_count(statuses):
-    assert progress(statuses).total == sum(s != "Skipped" for s in statuses)
+    assert progress(Counter(statuses)).total == sum(s != "Skipped" for s in statuses)
