@@ -16,7 +16,6 @@ from fleet.models import (
     ImagePublication,
     ImageSource,
     Instance,
-    PlatformImageVersion,
     ReplicationState,
     ScaleSet,
     ScaleSetExtension,
@@ -29,34 +28,57 @@ def latest_platform_version(
     *, publisher: str, offer: str, sku: str, region_id: int, at: dt.datetime | None = None
 ) -> str | None:
     """The highest version of the image published in the region by `at` (one query)."""
-    row = (
-        PlatformImageVersion.objects.filter(
-            publisher=publisher,
-            offer=offer,
-            sku=sku,
-            publications__region_id=region_id,
-            publications__published_at__lte=at or clock.now(),
-        )
-        .order_by("-sort_key")
-        .values_list("version", flat=True)
-        .first()
-    )
-    return row
+    key = (publisher, offer, sku, region_id)
+    return _latest_platform_versions({key}, at or clock.now()).get(key)
 
 
 def latest_gallery_version(*, gallery_image_id: int, region_id: int) -> str | None:
     """The highest version replicated to the region and not excluded from latest (one query)."""
-    return (
-        GalleryImageVersion.objects.filter(
-            image_id=gallery_image_id,
-            exclude_from_latest=False,
-            replicas__region_id=region_id,
-            replicas__state=ReplicationState.COMPLETED,
+    return _latest_gallery_versions({gallery_image_id}).get((gallery_image_id, region_id))
+
+
+def _latest_platform_versions(
+    wanted: set[tuple[str, str, str, int]], at: dt.datetime
+) -> dict[tuple[str, str, str, int], str]:
+    """(publisher, offer, sku, region id) -> the highest version published there by `at`."""
+    if not wanted:
+        return {}
+    condition = Q()
+    for publisher, offer, sku, region_id in wanted:
+        condition |= Q(
+            image_version__publisher=publisher,
+            image_version__offer=offer,
+            image_version__sku=sku,
+            region_id=region_id,
         )
-        .order_by("-sort_key")
-        .values_list("name", flat=True)
-        .first()
+    rows = (
+        ImagePublication.objects.filter(condition, published_at__lte=at)
+        .values_list(
+            "image_version__publisher",
+            "image_version__offer",
+            "image_version__sku",
+            "region_id",
+            "image_version__version",
+        )
+        .order_by("image_version__sort_key")
     )
+    # ascending by version: the last one seen for a key is the highest
+    return {(publisher, offer, sku, region_id): version for publisher, offer, sku, region_id, version in rows}
+
+
+def _latest_gallery_versions(image_ids: set[int]) -> dict[tuple[int, int], str]:
+    """(gallery image id, region id) -> the highest version completely replicated there and
+    not excluded from latest."""
+    if not image_ids:
+        return {}
+    rows = (
+        GalleryImageVersion.objects.filter(
+            image_id__in=image_ids, exclude_from_latest=False, replicas__state=ReplicationState.COMPLETED
+        )
+        .values_list("image_id", "replicas__region_id", "name")
+        .order_by("sort_key")
+    )
+    return {(image_id, region_id): name for image_id, region_id, name in rows}
 
 
 def target_image(scale_set: ScaleSet) -> ImageRef | None:
@@ -67,55 +89,22 @@ def target_image(scale_set: ScaleSet) -> ImageRef | None:
 
 def target_images(scale_sets: Sequence[ScaleSet]) -> dict[int, ImageRef | None]:
     """target_image for many sets in at most two queries, whatever their number."""
-    now = clock.now()
     result: dict[int, ImageRef | None] = {}
-    platform_latest: dict[tuple[str, str, str, int], str] = {}
-    wanted = {
-        (s.image_publisher, s.image_offer, s.image_sku, s.region_id)
-        for s in scale_sets
-        if s.image_source == ImageSource.PLATFORM and s.image_version == LATEST
-    }
-    if wanted:
-        condition = Q()
-        for publisher, offer, sku, region_id in wanted:
-            condition |= Q(
-                image_version__publisher=publisher,
-                image_version__offer=offer,
-                image_version__sku=sku,
-                region_id=region_id,
-            )
-        rows = (
-            ImagePublication.objects.filter(condition, published_at__lte=now)
-            .values_list(
-                "image_version__publisher",
-                "image_version__offer",
-                "image_version__sku",
-                "region_id",
-                "image_version__version",
-                "image_version__sort_key",
-            )
-            .order_by("image_version__sort_key")
-        )
-        for publisher, offer, sku, region_id, published_version, _ in rows:
-            platform_latest[(publisher, offer, sku, region_id)] = published_version  # ascending: last wins
-    gallery_latest: dict[tuple[int, int], str] = {}
-    gallery_ids = {
-        s.gallery_image_id
-        for s in scale_sets
-        if s.image_source == ImageSource.GALLERY and s.image_version in ("", LATEST)
-    }
-    if gallery_ids:
-        rows_g = (
-            GalleryImageVersion.objects.filter(
-                image_id__in=gallery_ids,
-                exclude_from_latest=False,
-                replicas__state=ReplicationState.COMPLETED,
-            )
-            .values_list("image_id", "replicas__region_id", "name")
-            .order_by("sort_key")
-        )
-        for image_id, region_id, name in rows_g:
-            gallery_latest[(image_id, region_id)] = name
+    platform_latest = _latest_platform_versions(
+        {
+            (s.image_publisher, s.image_offer, s.image_sku, s.region_id)
+            for s in scale_sets
+            if s.image_source == ImageSource.PLATFORM and s.image_version == LATEST
+        },
+        clock.now(),
+    )
+    gallery_latest = _latest_gallery_versions(
+        {
+            s.gallery_image_id
+            for s in scale_sets
+            if s.image_source == ImageSource.GALLERY and s.image_version in ("", LATEST) and s.gallery_image_id
+        }
+    )
     for s in scale_sets:
         version: str | None = s.image_version
         if s.image_source == ImageSource.CUSTOM:
