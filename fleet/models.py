@@ -620,9 +620,6 @@ class Instance(models.Model):
     def name(self) -> str:
         return f"{self.scale_set.name}_{self.instance_id}"
 
-    def latest_model_applied(self, scale_set_model_version: int) -> bool:
-        return self.model_version >= scale_set_model_version
-
 
 class DataDisk(models.Model):
     """A data disk of an instance. Its content must survive every upgrade and rollback;

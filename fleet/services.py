@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from fleet import clock, events
+from fleet import clock
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import PowerAction, driver_for
 from fleet.health import validate_health_sources
@@ -281,8 +281,3 @@ def _steps_applied(scale_set_ids: list[int]) -> None:
             callback(scale_set_ids)
         except Exception:  # a listener's failure must not fail the simulator's tick
             log.warning("simulator steps-applied callback %r failed", callback, exc_info=True)
-
-
-def scale_set_touched(scale_set: ScaleSet) -> None:
-    """Tell open pages to redraw a set whose model or catalog changed (admin edits)."""
-    events.scale_set_changed(scale_set.pk)

@@ -37,7 +37,6 @@ from django.db.models import Count, Q
 from fleet import clock
 from fleet import events as fleet_events
 from fleet.drivers import driver_for
-from fleet.health import DEFAULT_HEALTH_WAIT_SECONDS
 from fleet.images import ImageRef
 from fleet.models import HealthState, Instance, PowerState, ProvisioningState, UpgradeOutcome
 from upgrades import events
@@ -625,4 +624,4 @@ def _iso_seconds(seconds: float) -> str:
     return f"PT{whole // 60}M" if whole and whole % 60 == 0 else f"PT{whole}S"
 
 
-__all__ = ["run_advance", "due_run_ids", "wake_runs_watching", "DEFAULT_HEALTH_WAIT_SECONDS"]
+__all__ = ["run_advance", "due_run_ids", "wake_runs_watching"]
