@@ -41,7 +41,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float, *, minimum_exclusive: float | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum_exclusive: float | None = None, minimum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -51,6 +53,8 @@ def env_float(name: str, default: float, *, minimum_exclusive: float | None = No
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
     if minimum_exclusive is not None and not value > minimum_exclusive:
         raise ImproperlyConfigured(f"{name}={value} must be greater than {minimum_exclusive}.")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
     return value
 
 

@@ -127,6 +127,7 @@ BEAT_INTERVAL_SECONDS = env_float("BEAT_INTERVAL_SECONDS", 1.0, minimum_exclusiv
 CELERY_BEAT_SCHEDULE = {
     "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", "schedule": BEAT_INTERVAL_SECONDS},
     "reconcile-runs": {"task": "upgrades.tasks.reconcile_task", "schedule": BEAT_INTERVAL_SECONDS},
+    "automatic-upgrades": {"task": "upgrades.tasks.automatic_upgrades_task", "schedule": BEAT_INTERVAL_SECONDS},
 }
 
 # --- The engine ---------------------------------------------------------------------------
@@ -137,6 +138,17 @@ ENGINE_DISPATCH_LEASE_SECONDS = env_float("ENGINE_DISPATCH_LEASE_SECONDS", 30.0,
 # How long (simulated seconds, scaled by TIME_SCALE) the driver may take to upgrade a batch
 # before its unfinished instances fail: a stuck instance must not hold a run for ever.
 UPGRADE_TIMEOUT_SECONDS = env_float("UPGRADE_TIMEOUT_SECONDS", 3600.0, minimum_exclusive=0)
+
+# --- Automatic upgrades (SPEC 3.4, 3.5) --------------------------------------------------------
+# Simulated seconds, scaled by TIME_SCALE. A new version rolls out this long after it became
+# latest (R-AUTO-2: "30–60 min after publication"); the first automatic OS upgrade after a set
+# enabled them may wait longer (documented: up to 3 h); a failed extension upgrade is tried
+# again after the retry interval (R-EXT-2: "every few days").
+AUTOMATIC_UPGRADE_DELAY_SECONDS = env_float("AUTOMATIC_UPGRADE_DELAY_SECONDS", 1800.0, minimum=0)
+AUTOMATIC_OS_UPGRADE_FIRST_DELAY_SECONDS = env_float("AUTOMATIC_OS_UPGRADE_FIRST_DELAY_SECONDS", 10800.0, minimum=0)
+EXTENSION_UPGRADE_RETRY_SECONDS = env_float("EXTENSION_UPGRADE_RETRY_SECONDS", 2 * 86400.0, minimum_exclusive=0)
+# How many days ahead the pages warn of an extension credential about to expire (R-CRED-1).
+CREDENTIAL_WARNING_DAYS = env_float("CREDENTIAL_WARNING_DAYS", 30.0, minimum=0)
 
 # --- Time and the simulator -------------------------------------------------------------
 # TIME_SCALE compresses every simulated duration and wait: at 60, a 5-minute health wait

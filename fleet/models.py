@@ -104,6 +104,39 @@ class ImagePublication(models.Model):
         return f"{self.image_version_id} in {self.region_id} from {self.published_at:%Y-%m-%d %H:%M}"
 
 
+class ExtensionVersion(models.Model):
+    """A version of a VM extension (publisher.type) released by its publisher (R-EXT-1).
+
+    Extension versions are global: a release reaches every region, region by region, through
+    an availability-first rollout (R-AVAIL-1), not by publication per region."""
+
+    publisher = models.CharField(max_length=100)
+    type = models.CharField(max_length=100)
+    version = models.CharField(max_length=64)
+    sort_key = models.CharField(max_length=255, editable=False, db_index=True)
+    published_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["publisher", "type", "sort_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["publisher", "type", "version"], name="unique_extension_version")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def key(self) -> str:
+        """publisher.type@version: the identity rollouts and fault profiles use."""
+        return f"{self.publisher}.{self.type}@{self.version}"
+
+    def clean(self) -> None:
+        try:
+            self.sort_key = version_sort_key(self.version)
+        except ValidationError as error:
+            raise ValidationError({"version": error.messages}) from None
+
+
 class Gallery(models.Model):
     """An Azure Compute Gallery."""
 
@@ -293,6 +326,9 @@ class ScaleSet(models.Model):
     rollback_failed_instances_on_policy_breach = models.BooleanField(default=False)
     max_surge = models.BooleanField(default=False)
     enable_automatic_os_upgrade = models.BooleanField(default=False)
+    automatic_os_upgrade_enabled_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When automatic OS upgrades were last turned on"
+    )
     disable_automatic_rollback = models.BooleanField(default=False)
     use_rolling_upgrade_policy = models.BooleanField(default=False)
     os_rolling_upgrade_deferral = models.BooleanField(default=False)
@@ -428,6 +464,11 @@ class ScaleSetExtension(models.Model):
     provision_after_extensions = models.JSONField(default=list, blank=True)
     settings = models.JSONField(default=dict, blank=True)
     protected_settings = models.JSONField(default=dict, blank=True)
+    auto_upgraded_version = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The newer version automatic extension upgrades brought every instance to (R-EXT-1)",
+    )
 
     class Meta:
         ordering = ["scale_set", "name"]
@@ -437,9 +478,15 @@ class ScaleSetExtension(models.Model):
         return f"{self.name} ({self.publisher}.{self.type} {self.type_handler_version})"
 
     @property
+    def effective_version(self) -> str:
+        """The version a new OS disk gets: the model's, or the newer one an automatic
+        extension upgrade landed on every instance (it does not change the model, as on Azure)."""
+        return self.auto_upgraded_version or self.type_handler_version
+
+    @property
     def key(self) -> str:
         """The identity the simulator's fault profiles use: publisher.type@version."""
-        return f"{self.publisher}.{self.type}@{self.type_handler_version}"
+        return f"{self.publisher}.{self.type}@{self.effective_version}"
 
     @property
     def is_application_health(self) -> bool:

@@ -17,6 +17,7 @@ from fleet.drivers import PowerAction, driver_for
 from fleet.health import validate_health_sources
 from fleet.models import (
     DataDisk,
+    ExtensionVersion,
     GalleryImage,
     GalleryImageReplica,
     GalleryImageVersion,
@@ -112,6 +113,22 @@ def gallery_image_version_publish(
     return version
 
 
+@transaction.atomic
+def extension_version_publish(
+    *, publisher: str, type: str, version: str, at: dt.datetime | None = None
+) -> ExtensionVersion:
+    """Release a version of an extension (publisher.type). Every set whose extension opted in
+    to enableAutomaticUpgrade and runs an older version of the same major then gets it through
+    an availability-first rollout (R-EXT-1, R-AVAIL-1). Releasing it again changes nothing."""
+    existing = ExtensionVersion.objects.filter(publisher=publisher, type=type, version=version).first()
+    if existing is not None:
+        return existing
+    release = ExtensionVersion(publisher=publisher, type=type, version=version, published_at=at or clock.now())
+    release.full_clean()
+    release.save()
+    return release
+
+
 def gallery_replication_advance(now: dt.datetime) -> int:
     """Complete the replications that fell due."""
     return GalleryImageReplica.objects.filter(state=ReplicationState.REPLICATING, completes_at__lte=now).update(
@@ -155,6 +172,8 @@ def scale_set_create(
     image = target_image(scale_set)
     if image is None:
         raise ValidationError({"image_version": f"No version of this image is available in {region.name} yet."})
+    if scale_set.enable_automatic_os_upgrade:
+        scale_set.automatic_os_upgrade_enabled_at = clock.now()
     with transaction.atomic():
         scale_set.save()
         for ext in extension_rows:

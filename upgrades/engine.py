@@ -44,6 +44,7 @@ from upgrades.models import (
     TERMINAL,
     BatchStatus,
     InstanceOutcome,
+    Kind,
     OutcomeStatus,
     Phase,
     RunEvent,
@@ -73,12 +74,15 @@ GATE_MESSAGES = {
 
 @dataclass(frozen=True)
 class DriverCall:
-    """A driver action decided under the run lock and made after it is released."""
+    """A driver action decided under the run lock and made after it is released: a new OS
+    disk from `image`, the previous OS disk back, or (extension upgrades) `extensions`
+    installed ({name: version}: the new versions, or on rollback the previous ones)."""
 
     rollback: bool
     instance_pks: tuple[int, ...]
     image: ImageRef | None
     operation: str
+    extensions: dict[str, str] | None = None
 
 
 # A wait shorter than this (real seconds) is ended by a countdown task, not by the reconciler's
@@ -286,7 +290,13 @@ def _check_health(run: UpgradeRun, now: dt.datetime) -> DriverCall | None:
         return None
     wait = _iso_seconds(run.policy_snapshot.health_wait_seconds)
     _record(
-        run, now, healthy, OutcomeStatus.SUCCEEDED, UpgradeOutcome.SUCCEEDED, model_version=run.target_model_version
+        run,
+        now,
+        healthy,
+        OutcomeStatus.SUCCEEDED,
+        UpgradeOutcome.SUCCEEDED,
+        # an extension upgrade leaves the model as it is (R-EXT-1: the model names no version)
+        model_version=None if run.kind == Kind.EXTENSION else run.target_model_version,
     )
     _record(
         run,
@@ -345,7 +355,14 @@ def _check_rollback(run: UpgradeRun, now: dt.datetime) -> None:
         OutcomeStatus.ROLLBACK_FAILED,
         UpgradeOutcome.ROLLBACK_FAILED,
         from_state=OutcomeStatus.FAILED,
-        reason=lambda r: r["last_error"] or "Not healthy on the previous OS disk either.",
+        reason=lambda r: (
+            r["last_error"]
+            or (
+                "Not healthy with the previous extension versions either."
+                if run.kind == Kind.EXTENSION
+                else "Not healthy on the previous OS disk either."
+            )
+        ),
     )
     run.rolled_back_count += len(back)
     run.rollback_failed_count += len(stuck)
@@ -384,6 +401,20 @@ def _finish(run: UpgradeRun, now: dt.datetime, status: str, message: str, *, err
     UpgradeBatch.objects.filter(run=run, status=BatchStatus.PENDING).update(status=BatchStatus.NOT_STARTED)
     RunEvent.objects.create(run=run, at=now, from_state=RunStatus.ROLLING_FORWARD, to_state=status, message=message)
     _save(run)
+    run_id = run.pk
+    transaction.on_commit(lambda: _wake_rollouts_of(run_id))
+
+
+def _wake_rollouts_of(run_id: int) -> None:
+    """A run a rollout started has ended: the rollout takes its verdict now, not at its poll."""
+    from upgrades.models import RolloutTarget
+    from upgrades.tasks import rollout_advance_task
+
+    for rollout_id in set(RolloutTarget.objects.filter(run_id=run_id).values_list("step__rollout_id", flat=True)):
+        try:
+            rollout_advance_task.apply_async((rollout_id,), {"wake": True})
+        except Exception:
+            log.warning("could not enqueue rollout %s; the reconciler will pick it up", rollout_id, exc_info=True)
 
 
 def _lease(run: UpgradeRun, now: dt.datetime, call: DriverCall) -> DriverCall:
@@ -403,6 +434,14 @@ def _batch_call(run: UpgradeRun, *, rollback: bool) -> DriverCall:
         "instance_id", flat=True
     )
     suffix = "rollback" if rollback else "upgrade"
+    if run.kind == Kind.EXTENSION:
+        return DriverCall(
+            rollback=rollback,
+            instance_pks=tuple(sorted(pks)),
+            image=None,
+            operation=f"run-{run.pk}-{suffix}",
+            extensions=run.previous_extensions if rollback else run.target_extensions,
+        )
     return DriverCall(
         rollback=rollback,
         instance_pks=tuple(sorted(pks)),
@@ -414,7 +453,10 @@ def _batch_call(run: UpgradeRun, *, rollback: bool) -> DriverCall:
 def _dispatch(run: UpgradeRun, call: DriverCall) -> None:
     driver = driver_for(run.scale_set)
     instances = list(Instance.objects.filter(pk__in=call.instance_pks).order_by("pk"))
-    if call.rollback:
+    if call.extensions is not None:
+        # R-EXT-1: the new versions, or on rollback the previous ones; the OS disk stays.
+        driver.install_extensions(instances, call.extensions, operation=call.operation)
+    elif call.rollback:
         driver.restore_previous_os_disk(instances, operation=call.operation)
     else:
         assert call.image is not None

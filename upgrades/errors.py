@@ -10,3 +10,11 @@ class OperationNotAllowed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class NothingToUpgrade(OperationNotAllowed):
+    """Every chosen instance is already on the target (or protected): no run is recorded."""
+
+
+class ScaleSetBusy(OperationNotAllowed):
+    """Another run rolls forward on the set (R-ONE-1)."""

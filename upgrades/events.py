@@ -1,5 +1,6 @@
-"""Tells open pages about runs (on commit only): the run panel of the scale-set page listens
-on `scale-set.<id>`, a run's own page on `run.<id>`."""
+"""Tells open pages about runs and rollouts (on commit only): the run panel of the scale-set
+page listens on `scale-set.<id>`, a run's own page on `run.<id>`, a rollout's page on
+`rollout.<id>` and the rollout list on `rollouts`."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def _send_run(run_id: int) -> None:
     message = {"type": "run.update", "run": run_summary(run)}
     send(scale_set_group(run.scale_set_id), message)
     send(run_group(run_id), message)
+
+
+ROLLOUTS_GROUP = "rollouts"
+
+
+def rollout_group(rollout_id: int) -> str:
+    return f"rollout.{rollout_id}"
+
+
+def rollout_changed(rollout_id: int) -> None:
+    """Tell the rollout's page (and the list) that it changed; pages fetch what they show."""
+    message = {"type": "rollout.changed", "rollout": rollout_id}
+
+    def tell() -> None:
+        send(rollout_group(rollout_id), message)
+        send(ROLLOUTS_GROUP, message)
+
+    transaction.on_commit(tell)

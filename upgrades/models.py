@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from fleet.models import Instance, ScaleSet
+from fleet.models import Instance, Region, ScaleSet
 from upgrades.planner import Policy, RunKind
 
 
@@ -83,7 +83,10 @@ class UpgradeRun(models.Model):
     # the target, fixed at start
     target_image = models.CharField(max_length=400, blank=True, help_text="Image key")
     target_model_version = models.PositiveIntegerField()
-    target_extensions = models.JSONField(default=dict, blank=True)
+    target_extensions = models.JSONField(default=dict, blank=True, help_text="{extension name: version}")
+    previous_extensions = models.JSONField(
+        default=dict, blank=True, help_text="{extension name: version} an extension rollback restores"
+    )
     policy = models.JSONField(help_text="The policy snapshot the run runs under")
 
     batch_count = models.PositiveIntegerField(default=0)
@@ -214,3 +217,124 @@ class RunEvent(models.Model):
     @classmethod
     def of(cls, run: UpgradeRun, at: Any, to_state: str, **fields: Any) -> RunEvent:
         return cls(run=run, at=at, to_state=to_state, **fields)
+
+
+# --- Availability-first rollouts (R-AVAIL-1, R-AUTO-2, R-EXT-1..2) ---------------------------
+
+
+class RolloutKind(models.TextChoices):
+    OS_IMAGE = "OSImage", "OS image"
+    EXTENSION = "Extension", "Extension"
+
+
+class RolloutStatus(models.TextChoices):
+    WAITING = "Waiting", "Waiting for the trigger delay"
+    ROLLING_OUT = "RollingOut", "Rolling out"
+    HALTED = "Halted", "Halted"
+    COMPLETED = "Completed", "Completed"
+
+
+class Rollout(models.Model):
+    """One published version (an image version or an extension version) reaching every set
+    that takes it automatically: region by region in phases, paired regions never in the same
+    phase, zones one at a time inside a region (R-AVAIL-1).
+
+    Like a run, it is a durable state machine (upgrades.rollouts): `next_action_at` says
+    when it next needs attention, and the beat finds it then."""
+
+    kind = models.CharField(max_length=16, choices=RolloutKind.choices)
+    target = models.CharField(max_length=400, help_text="Image key, or publisher.type@version")
+    status = models.CharField(max_length=16, choices=RolloutStatus.choices, default=RolloutStatus.WAITING)
+    created_at = models.DateTimeField()
+    not_before = models.DateTimeField(help_text="End of the trigger delay after publication")
+    next_action_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    halted_at = models.DateTimeField(null=True, blank=True)
+    halt_reason = models.CharField(max_length=1000, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="When a halted extension rollout retries")
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["kind", "target"], name="one_rollout_per_version")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} rollout of {self.target}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (RolloutStatus.WAITING, RolloutStatus.ROLLING_OUT)
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+FINISHED_STEPS = {StepStatus.SUCCEEDED, StepStatus.FAILED}
+
+
+class RolloutStep(models.Model):
+    """One region's share of a phase, zone by zone: `zone` "" holds the region's sets that
+    are not zonal; a zonal set has one step per zone, taken one after another (`position`)."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="steps")
+    phase = models.PositiveIntegerField()
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    zone = models.CharField(max_length=8, blank=True)
+    position = models.PositiveIntegerField(help_text="Order inside the region's share of the phase")
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["rollout", "phase", "region__name", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "phase", "region", "zone"], name="one_step_per_zone_and_phase")
+        ]
+
+    def __str__(self) -> str:
+        where = f"{self.region_id} zone {self.zone}" if self.zone else f"{self.region_id}"
+        return f"phase {self.phase}, {where}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STEPS
+
+
+class TargetStatus(models.TextChoices):
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+FINISHED_TARGETS = {TargetStatus.SUCCEEDED, TargetStatus.FAILED, TargetStatus.SKIPPED}
+
+
+class RolloutTarget(models.Model):
+    """One set in one step: its run starts when `due_at` comes (the trigger delay) and no
+    other run holds the set (R-ONE-1)."""
+
+    step = models.ForeignKey(RolloutStep, on_delete=models.CASCADE, related_name="targets")
+    scale_set = models.ForeignKey(ScaleSet, on_delete=models.CASCADE, related_name="rollout_targets")
+    status = models.CharField(max_length=16, choices=TargetStatus.choices, default=TargetStatus.SCHEDULED)
+    due_at = models.DateTimeField()
+    run = models.ForeignKey(
+        UpgradeRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollout_targets"
+    )
+    message = models.CharField(max_length=1000, blank=True, help_text="Why it waits, was skipped or failed")
+
+    class Meta:
+        ordering = ["step", "scale_set__name"]
+        constraints = [models.UniqueConstraint(fields=["step", "scale_set"], name="one_target_per_step_and_set")]
+
+    def __str__(self) -> str:
+        return f"{self.scale_set_id} in {self.step}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_TARGETS

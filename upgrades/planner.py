@@ -187,3 +187,29 @@ def progress(outcomes: Mapping[str, int]) -> Progress:
         in_progress=outcomes.get("InProgress", 0),
         pending=outcomes.get("Pending", 0),
     )
+
+
+def plan_phases(regions: Sequence[str], geo_pair: Mapping[str, str | None], *, canary: bool = True) -> list[list[str]]:
+    """R-AVAIL-1: regions (in the order given: least exposure first) grouped into phases in
+    which no two regions are a geo pair.
+
+    With `canary` the first phase is one region and each later phase may be twice as large
+    (1, 2, 4 …): a bad version meets as few instances as possible before it is stopped.
+    Without it (regions joining a rollout late) phases are only as many as the pairs need.
+    A region whose pair is already in the phase being filled waits for the next one.
+    """
+    remaining = list(dict.fromkeys(regions))
+    phases: list[list[str]] = []
+    size = 1 if canary else len(remaining)
+    while remaining:
+        phase: list[str] = []
+        later: list[str] = []
+        for region in remaining:
+            if len(phase) < size and geo_pair.get(region) not in phase:
+                phase.append(region)
+            else:
+                later.append(region)
+        phases.append(phase)
+        remaining = later
+        size *= 2
+    return phases

@@ -19,11 +19,13 @@ from fleet import events as fleet_events
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import driver_for
 from fleet.health import health_source_of
+from fleet.images import ImageRef
 from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, UpgradeMode
 from fleet.selectors import pinned_version_missing, target_image
 from fleet.services import instances_select
+from fleet.versions import parse_version
 from upgrades import events
-from upgrades.errors import OperationNotAllowed
+from upgrades.errors import NothingToUpgrade, OperationNotAllowed, ScaleSetBusy
 from upgrades.models import (
     InstanceOutcome,
     Kind,
@@ -80,32 +82,43 @@ def run_start(
     batch_size: int | None = None,
     pause_seconds: float | None = None,
     all_at_once: bool = False,
+    image: ImageRef | None = None,
+    extensions: dict[str, str] | None = None,
 ) -> UpgradeRun:
     """Validate, snapshot the policy, plan the batches and write the run in one transaction.
 
     R-ONE-1: refused with OperationNotAllowed while another run rolls forward on the set; the
     partial unique constraint makes that hold for concurrent starts too. `instance_ids`
-    narrows the run to those instances (manual upgrades; '*' for all).
+    narrows the run to those instances (manual upgrades; '*' for all). `image` pins the
+    target (a rollout's version; by default the model's image, 'latest' resolved now).
+    An extension upgrade installs `extensions` ({name: version}) and leaves the OS disk.
     """
     if kind not in Kind.values:
         raise ValidationError({"kind": f"'{kind}' is not a kind of upgrade."})
-    target = target_image(scale_set)
+    target = image or target_image(scale_set)
     if target is None:
         raise ValidationError("No version of the set's image is available in its region: nothing to upgrade to.")
     if kind == Kind.AUTOMATIC_OS and scale_set.image_source == ImageSource.CUSTOM:
         raise ValidationError("Automatic OS upgrades do not support custom image URIs.")
+    previous: dict[str, str] = {}
+    if kind == Kind.EXTENSION:
+        previous = _extension_upgrade_checked(scale_set, extensions or {})
     policy = policy_for(scale_set, all_at_once=all_at_once, batch_size=batch_size, pause_seconds=pause_seconds)
     every = list(scale_set.instances.order_by("instance_id"))
     scope = every if instance_ids in (None, "*", ["*"]) else instances_select(scale_set, instance_ids)
-    candidates = [_candidate(i, kind, target.key, scale_set.model_version) for i in scope]
+    if kind == Kind.EXTENSION:
+        wanted = extensions or {}
+        candidates = [_extension_candidate(i, wanted) for i in scope]
+    else:
+        candidates = [_candidate(i, kind, target.key, scale_set.model_version) for i in scope]
     plan = plan_batches(candidates, policy, set_instance_count=len(every))
     if not plan.batches:
-        raise OperationNotAllowed(_nothing_to_do(kind, scope, plan.skipped))
+        raise NothingToUpgrade(_nothing_to_do(kind, scope, plan.skipped))
     now = clock.now()
     try:
         with transaction.atomic():
             if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
-                raise OperationNotAllowed(_busy(scale_set))
+                raise ScaleSetBusy(_busy(scale_set))
             run = UpgradeRun.objects.create(
                 scale_set=scale_set,
                 kind=kind,
@@ -115,8 +128,10 @@ def run_start(
                 last_action_at=now,
                 started_at=now,
                 next_action_at=now,
-                target_image=target.key,
+                target_image="" if kind == Kind.EXTENSION else target.key,
                 target_model_version=scale_set.model_version,
+                target_extensions=extensions or {} if kind == Kind.EXTENSION else {},
+                previous_extensions=previous,
                 policy=policy.__dict__,
                 batch_count=len(plan.batches),
                 pending_count=len(plan.targeted_ids),
@@ -125,7 +140,7 @@ def run_start(
             _write_plan(run, plan, scope, now)
     except IntegrityError:
         # The partial unique index caught a start that raced ours (R-ONE-1).
-        raise OperationNotAllowed(_busy(scale_set)) from None
+        raise ScaleSetBusy(_busy(scale_set)) from None
     _enqueue_on_commit(run.pk)
     return run
 
@@ -143,6 +158,52 @@ def _candidate(instance: Instance, kind: str, target_key: str, model_version: in
     )
 
 
+def _extension_candidate(instance: Instance, versions: dict[str, str]) -> Candidate:
+    states = instance.extension_states or {}
+    on_target = all(
+        (states.get(name) or {}).get("version") == version and (states.get(name) or {}).get("state") == "Succeeded"
+        for name, version in versions.items()
+    )
+    return Candidate(
+        instance_id=instance.instance_id,
+        update_domain=instance.update_domain,
+        zone=instance.zone,
+        healthy=instance.health_state == "Healthy" and instance.power_state == "running",
+        on_target=on_target,
+        protected=instance.protected_from_scale_set_actions,
+    )
+
+
+def _extension_upgrade_checked(scale_set: ScaleSet, versions: dict[str, str]) -> dict[str, str]:
+    """The versions an extension upgrade would roll back to ({name: current version}), after
+    checking that each named extension is in the model and each version is a version."""
+    if not versions:
+        raise ValidationError({"extensions": "Name at least one extension and the version to upgrade it to."})
+    model = {e.name: e for e in scale_set.extensions.all()}
+    errors = {}
+    for name, version in versions.items():
+        if name not in model:
+            errors[name] = f"{scale_set.name} has no extension named '{name}'."
+            continue
+        try:
+            parse_version(version)
+        except ValidationError as error:
+            errors[name] = error.messages[0]
+    if errors:
+        raise ValidationError({"extensions": [f"{k}: {v}" for k, v in errors.items()]})
+    return {name: model[name].effective_version for name in versions}
+
+
+def _outcome_versions(run: UpgradeRun, instance: Instance) -> tuple[str, str]:
+    """What an outcome says the instance went from and to: images, or extension versions."""
+    if run.kind != Kind.EXTENSION:
+        return instance.os_image, run.target_image
+    states = instance.extension_states or {}
+    before = ", ".join(f"{n} {(states.get(n) or {}).get('version', '-')}" for n in run.target_extensions)
+    after = ", ".join(f"{n} {v}" for n, v in run.target_extensions.items())
+    return before, after
+
+
 def _write_plan(run: UpgradeRun, plan: Any, scope: list[Instance], now: Any) -> None:
     batches = UpgradeBatch.objects.bulk_create(
         UpgradeBatch(run=run, index=n, update_domain=b.update_domain, zone=b.zone, size=len(b.instance_ids))
@@ -153,26 +214,28 @@ def _write_plan(run: UpgradeRun, plan: Any, scope: list[Instance], now: Any) -> 
     for batch, planned in zip(batches, plan.batches, strict=True):
         for number in planned.instance_ids:
             instance = by_number[number]
+            before, after = _outcome_versions(run, instance)
             outcomes.append(
                 InstanceOutcome(
                     run=run,
                     batch=batch,
                     instance=instance,
                     instance_id_number=number,
-                    from_image=instance.os_image,
-                    to_image=run.target_image,
+                    from_image=before,
+                    to_image=after,
                 )
             )
     for number, why in plan.skipped.items():
         instance = by_number[number]
+        before, after = _outcome_versions(run, instance)
         outcomes.append(
             InstanceOutcome(
                 run=run,
                 instance=instance,
                 instance_id_number=number,
                 status=OutcomeStatus.SKIPPED,
-                from_image=instance.os_image,
-                to_image=run.target_image,
+                from_image=before,
+                to_image=after,
                 reason=why,
             )
         )
@@ -203,7 +266,10 @@ def _nothing_to_do(kind: str, scope: list[Instance], skipped: dict[int, str]) ->
     if not scope:
         return "No instances to upgrade."
     reasons = sorted(set(skipped.values()))
-    what = "the target image" if kind in _OS_KINDS else "the latest model"
+    if kind == Kind.EXTENSION:
+        what = "the extension versions"
+    else:
+        what = "the target image" if kind in _OS_KINDS else "the latest model"
     return f"Nothing to upgrade: every chosen instance is already on {what} or protected ({', '.join(reasons)})."
 
 
@@ -316,7 +382,7 @@ def reimage(
     """R-MAN-2: a new OS disk from the current model's image; data disks kept. Refused while
     a run rolls forward on the set (it would race the run's own changes)."""
     if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
-        raise OperationNotAllowed(_busy(scale_set))
+        raise ScaleSetBusy(_busy(scale_set))
     target = target_image(scale_set)
     if target is None:
         raise ValidationError("No version of the set's image is available in its region.")
@@ -388,8 +454,12 @@ def automatic_os_upgrade_set(
         fresh = ScaleSet.objects.select_for_update().select_related("region").get(pk=scale_set.pk)
         if enabled:
             validate_automatic_os_upgrade(fresh, list(fresh.extensions.all()))
-        fresh.enable_automatic_os_upgrade = enabled
         fields = ["enable_automatic_os_upgrade"]
+        if enabled and not fresh.enable_automatic_os_upgrade:
+            # The first automatic rollout after enabling may wait longer (R-AUTO-2).
+            fresh.automatic_os_upgrade_enabled_at = clock.now()
+            fields.append("automatic_os_upgrade_enabled_at")
+        fresh.enable_automatic_os_upgrade = enabled
         if disable_automatic_rollback is not None:
             fresh.disable_automatic_rollback = disable_automatic_rollback
             fields.append("disable_automatic_rollback")

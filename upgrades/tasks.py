@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from upgrades import engine
+from upgrades import engine, rollouts
 
 
 @shared_task(
@@ -28,4 +28,30 @@ def reconcile_task() -> int:
     due = engine.due_run_ids()
     for run_id in due:
         run_advance_task.delay(run_id)
+    return len(due)
+
+
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=30,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def rollout_advance_task(rollout_id: int, wake: bool = False) -> bool:
+    """Move one rollout forward if it is due, or now when `wake` (one of its runs ended).
+    Row-locked: safe twice or concurrently."""
+    return rollouts.rollout_advance(rollout_id, wake=wake)
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=30)
+def automatic_upgrades_task() -> int:
+    """The beat's sweep for automatic upgrades: cover every set that needs a newly latest
+    image or extension version with a rollout (R-AUTO-2, R-EXT-1), then enqueue the rollouts
+    that fell due."""
+    rollouts.automatic_upgrades_scan()
+    due = rollouts.due_rollout_ids()
+    for rollout_id in due:
+        rollout_advance_task.delay(rollout_id)
     return len(due)

@@ -41,8 +41,12 @@ class Driver(Protocol):
     def power(self, instances: Sequence[Instance], action: PowerAction) -> None:
         """Start, restart, power off or deallocate."""
 
-    def install_extensions(self, instances: Sequence[Instance], versions: dict[str, str]) -> None:
-        """Install these extension versions ({name: version}), one after another."""
+    def install_extensions(
+        self, instances: Sequence[Instance], versions: dict[str, str], *, operation: str = ""
+    ) -> None:
+        """Install these extension versions ({name: version}) one after another, a failing
+        one not stopping the next (R-EXT-3); the instance's other extensions and its OS disk
+        are left alone. Idempotent per `operation` like reimage."""
 
     def set_maintenance(self, instances: Sequence[Instance], *, on: bool) -> None:
         """Maintenance makes instances unhealthy until it ends (SPEC 8)."""

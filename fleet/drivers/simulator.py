@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Field
 
 from fleet import clock, events
+from fleet.credentials import expired_by
 from fleet.drivers.base import PowerAction
 from fleet.health import HealthSource, health_source_of
 from fleet.images import ImageRef
@@ -141,8 +142,10 @@ class SimulatorDriver:
         }
         self._act(instances, planners[action])
 
-    def install_extensions(self, instances: Sequence[Instance], versions: dict[str, str]) -> None:
-        self._act(instances, lambda inst, plan: self._plan_extensions(inst, plan, versions))
+    def install_extensions(
+        self, instances: Sequence[Instance], versions: dict[str, str], *, operation: str = ""
+    ) -> None:
+        self._act(instances, lambda inst, plan: self._plan_extensions(inst, plan, versions), operation=operation)
 
     def set_maintenance(self, instances: Sequence[Instance], *, on: bool) -> None:
         def plan_maintenance(instance: Instance, plan: _Plan) -> None:
@@ -235,7 +238,7 @@ class SimulatorDriver:
         if provision_extensions:
             states = {}  # a new OS disk holds the model's extensions only, none of an old model's
             for ext in self._extensions_in_order():
-                self._provision(instance, plan, ext.name, ext.type_handler_version, states, failed)
+                self._provision(instance, plan, ext.name, ext.effective_version, states, failed)
         self._finish_provisioning(instance, plan, states, failed, image_key)
 
     def _provision(
@@ -248,7 +251,7 @@ class SimulatorDriver:
         problem = ""
         if instance.instance_id in self._chosen(self._extension_key(name, version), "provisioning"):
             problem = f"{name} {version}"
-        elif expired := _expired_credential(self._extension(name), plan.at):
+        elif expired := expired_by(self._extension(name), plan.at):
             problem = f"{name} {version} (its credential expired on {expired})"
         states[name] = {"version": version, "state": "Failed" if problem else "Succeeded"}
         if problem:
@@ -425,27 +428,6 @@ def _provision_order(extensions: list[ScaleSetExtension]) -> list[ScaleSetExtens
     for ext in extensions:
         visit(ext)
     return ordered
-
-
-def _expired_credential(extension: ScaleSetExtension | None, at: dt.datetime) -> str:
-    """The `expiresOn` (ISO 8601) of a credential in the extension's protected settings that
-    has passed by `at`, or "" (R-CRED-1). A credential is any object there with `expiresOn`."""
-    pending: list[Any] = [extension.protected_settings] if extension else []
-    while pending:
-        value = pending.pop()
-        if isinstance(value, list):
-            pending.extend(value)
-        if not isinstance(value, dict):
-            continue
-        pending.extend(value.values())
-        expires = value.get("expiresOn")
-        try:
-            moment = dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None
-        except ValueError:
-            continue  # not a date: model validation's business, not a provisioning failure
-        if moment is not None and (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)) <= at:
-            return str(expires)
-    return ""
 
 
 def _next_os_disk(instance: Instance) -> str:
