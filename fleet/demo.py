@@ -40,8 +40,21 @@ CATALOG = {
     WINDOWS: ["17763.6293.240905", "17763.6414.241004"],
     MARINER: ["2.20240902.1", "2.20241002.1"],
 }
-# … and these after, everywhere, so the sets open outdated.
+# … and these after, everywhere, so the sets open outdated (and the sets with automatic OS
+# upgrades get an availability-first rollout after the trigger delay).
 NEWER = {JAMMY: "22.04.202411050", WINDOWS: "17763.6532.241101", MARINER: "2.20241104.1"}
+# Extension versions released (publisher, type, version): the models' versions, then newer
+# ones that extensions with enableAutomaticUpgrade take by themselves (R-EXT-1).
+EXTENSION_RELEASES = [
+    ("Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentLinux", "9.10"),
+    ("Microsoft.Azure.KeyVault", "KeyVaultForLinux", "2.0"),
+    ("Microsoft.GuestConfiguration", "ConfigurationforWindows", "1.29"),
+    ("Microsoft.GuestConfiguration", "ConfigurationforLinux", "1.26"),
+]
+NEWER_EXTENSIONS = [
+    ("Microsoft.GuestConfiguration", "ConfigurationforLinux", "1.27"),
+    ("Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentLinux", "9.11"),
+]
 
 
 def _app_health(protocol: str = "http", port: int = 80, path: str = "/health") -> dict[str, Any]:
@@ -73,6 +86,14 @@ KEY_VAULT = {
     "provision_after_extensions": ["HealthExtension"],
     "settings": {"secretsManagementSettings": {"pollingIntervalInS": "3600"}},
 }
+
+
+def _key_vault_expiring_in(delta: dt.timedelta) -> dict[str, Any]:
+    """Key Vault with a credential that expires soon: the page warns of it (R-CRED-1)."""
+    credential = {"clientId": "demo-client", "secret": "********", "expiresOn": (clock.now() + delta).isoformat()}
+    return {**KEY_VAULT, "protected_settings": {"credential": credential}}
+
+
 GUEST_CONFIGURATION_WINDOWS = {
     "name": "AzurePolicyforWindows",
     "publisher": "Microsoft.GuestConfiguration",
@@ -131,10 +152,14 @@ def demo_fleet_load() -> DemoSummary:
         for spec in _scale_set_specs(regions, gallery_image):
             services.scale_set_create(subscription_id=SUBSCRIPTION, **spec)
             summary.created.append(spec["name"])
+        for publisher, type_, version in EXTENSION_RELEASES:
+            services.extension_version_publish(publisher=publisher, type=type_, version=version, at=long_ago)
         for triple, version in NEWER.items():
             services.platform_image_publish(
                 publisher=triple[0], offer=triple[1], sku=triple[2], version=version, regions=regions.values()
             )
+        for publisher, type_, version in NEWER_EXTENSIONS:
+            services.extension_version_publish(publisher=publisher, type=type_, version=version)
         _users_ensure()
     return summary
 
@@ -185,7 +210,7 @@ def _scale_set_specs(regions: dict[str, Region], gallery_image: GalleryImage) ->
             **_image(JAMMY),
             "upgrade_mode": "Rolling",
             "pause_time_between_batches": "PT10S",
-            "extensions": [_app_health(), KEY_VAULT],
+            "extensions": [_app_health(), _key_vault_expiring_in(dt.timedelta(days=12))],
         },
         {
             "name": "iis-westeurope",
