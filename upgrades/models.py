@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from fleet.images import ImageRef
 from fleet.models import Instance, Region, ScaleSet
 from upgrades.planner import Policy, RunKind
 
@@ -125,6 +126,13 @@ class UpgradeRun(models.Model):
     @property
     def policy_snapshot(self) -> Policy:
         return Policy(**self.policy)
+
+    @property
+    def target_label(self) -> str:
+        """What the run upgrades to, for people: an image, or extension versions."""
+        if self.kind == Kind.EXTENSION:
+            return ", ".join(f"{name} {version}" for name, version in sorted(self.target_extensions.items()))
+        return ImageRef.from_key(self.target_image).label if self.target_image else ""
 
     @property
     def targeted_count(self) -> int:

@@ -17,6 +17,7 @@ from fleet.versions import LATEST
 from upgrades.models import (
     BatchStatus,
     InstanceOutcome,
+    Kind,
     Phase,
     RunEvent,
     RunStatus,
@@ -58,7 +59,7 @@ def run_summary(run: UpgradeRun, *, batches: Sequence[UpgradeBatch] | None = Non
         "ended_at": run.ended_at.isoformat() if run.ended_at else None,
         "last_action": run.last_action,
         "cancel_requested": run.cancel_requested,
-        "target_image": ImageRef.from_key(run.target_image).label if run.target_image else "",
+        "target_image": run.target_label,
         "target_model_version": run.target_model_version,
         "current_batch": run.current_batch,
         "batch_count": run.batch_count,
@@ -237,7 +238,7 @@ class HistoryRow:
 
     @property
     def target_label(self) -> str:
-        return ImageRef.from_key(self.run.target_image).label if self.run.target_image else ""
+        return self.run.target_label
 
     @property
     def duration(self) -> dt.timedelta:
@@ -323,9 +324,16 @@ def run_detail(run_id: int) -> RunDetail:
     run = UpgradeRun.objects.select_related("scale_set__region", "actor").get(pk=run_id)
     batches = list(UpgradeBatch.objects.filter(run=run).order_by("index"))
     outcomes = []
+
+    def label(value: str) -> str:
+        # an extension upgrade's outcomes name extension versions already ("Monitoring 1.1")
+        if not value or run.kind == Kind.EXTENSION:
+            return value
+        return ImageRef.from_key(value).label
+
     for row in InstanceOutcome.objects.filter(run=run).order_by("instance_id_number").values(*OUTCOME_FIELDS):
-        row["from_label"] = ImageRef.from_key(row["from_image"]).label if row["from_image"] else ""
-        row["to_label"] = ImageRef.from_key(row["to_image"]).label if row["to_image"] else ""
+        row["from_label"] = label(row["from_image"])
+        row["to_label"] = label(row["to_image"])
         outcomes.append(row)
     summary = run_summary(run, batches=batches)
     return RunDetail(run, batches, outcomes, summary, batch_timeline(batches))

@@ -191,3 +191,21 @@ def test_a_release_published_later_than_now_is_not_taken_yet(drive_fleet):
     )
     drive_fleet()
     assert not Rollout.objects.exists()
+
+
+def test_extension_runs_appear_in_history_with_their_kind(drive_fleet, client):
+    scale_set = ext_set()
+    release(MONITOR_NEW)
+    drive_fleet()
+    client.force_login(factories.user("viewer"))
+    page = client.get("/history/", {"kind": Kind.EXTENSION})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Extension upgrade" in html
+    assert "Monitoring 1.1" in html
+    assert scale_set.name in html
+    other = client.get("/history/", {"kind": Kind.AUTOMATIC_OS})
+    assert "Monitoring 1.1" not in other.content.decode()
+    run = UpgradeRun.objects.get(kind=Kind.EXTENSION)
+    detail = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "Monitoring 1.0" in detail  # each instance's outcome says from which version
