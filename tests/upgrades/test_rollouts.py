@@ -340,3 +340,31 @@ def test_an_exclude_from_latest_version_never_rolls_out(drive_fleet):
     assert not Rollout.objects.exists()
     assert not UpgradeRun.objects.exists()
     assert set(Instance.objects.values_list("os_image", flat=True)) == {"gallery:g/app:1.0.0"}
+
+
+# --- the beat's tick stays cheap ---------------------------------------------------------------
+
+
+def scan_queries(count: int) -> tuple[int, int]:
+    """Queries of a scan that finds nothing new, and of one that covers a newly latest
+    version, on a fleet of `count` sets in two regions."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    regions = [factories.region("one"), factories.region("two")]
+    for n in range(count):
+        auto_set(f"set-{n}", regions[n % 2])
+    rollouts.automatic_upgrades_scan()
+    with CaptureQueriesContext(connection) as idle:
+        rollouts.automatic_upgrades_scan()
+    publish_new(*regions)
+    rollouts.automatic_upgrades_scan()
+    with CaptureQueriesContext(connection) as covered:
+        rollouts.automatic_upgrades_scan()
+    return len(idle), len(covered)
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_the_scan_costs_the_same_whatever_the_number_of_sets(count):
+    idle, covered = scan_queries(count)
+    assert (idle, covered) == (4, 10)
