@@ -1,12 +1,18 @@
 """Admin: staff keep the reference tables (regions, supported SKUs, image catalog, galleries,
-fault profiles). Scale sets and instances are read-mostly here; the actions on instances go
-through the same services as the console, so open pages see them live."""
+extension versions, fault profiles). Scale sets and instances are read-mostly here; the
+actions on instances go through the same services as the console, so open pages see them live.
+
+Publishing (an image version, a gallery image version, an extension version) goes through the
+same services as the CLI: the add pages take what those services take, and the services write.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -14,6 +20,7 @@ from fleet import events, services
 from fleet.drivers import PowerAction
 from fleet.models import (
     DataDisk,
+    ExtensionVersion,
     FaultProfile,
     Gallery,
     GalleryImage,
@@ -53,8 +60,33 @@ class ImagePublicationInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 1
 
 
+def _published_at_field() -> forms.SplitDateTimeField:
+    return forms.SplitDateTimeField(
+        required=False, widget=AdminSplitDateTime, help_text="Leave empty for now.", label="Published at"
+    )
+
+
+class PlatformImagePublishForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Publish a version in regions (services.platform_image_publish): a version that exists
+    already is published in the regions it is not in yet, not refused."""
+
+    publish_in = forms.ModelMultipleChoiceField(
+        queryset=Region.objects.all(), widget=forms.CheckboxSelectMultiple, label="Publish in regions"
+    )
+    published_at = _published_at_field()
+
+    class Meta:
+        model = PlatformImageVersion
+        fields = ["publisher", "offer", "sku", "version"]
+
+    def validate_constraints(self) -> None:
+        """Publishing an existing version again (in more regions) is allowed."""
+
+
 @admin.register(PlatformImageVersion)
 class PlatformImageVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Adding publishes through the service; a version's page edits its publications."""
+
     list_display = ["publisher", "offer", "sku", "version", "published_in"]
     list_filter = ["publisher", "offer"]
     search_fields = ["publisher", "offer", "sku", "version"]
@@ -63,9 +95,34 @@ class PlatformImageVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_queryset(self, request: HttpRequest) -> QuerySet[PlatformImageVersion]:
         return super().get_queryset(request).prefetch_related("publications__region")
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = PlatformImagePublishForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        return [] if obj is None else list(self.inlines)
+
     @admin.display(description="published in")
     def published_in(self, obj: PlatformImageVersion) -> str:
         return ", ".join(sorted(p.region.name for p in obj.publications.all()))
+
+    def save_model(self, request: HttpRequest, obj: PlatformImageVersion, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        regions = list(form.cleaned_data["publish_in"])
+        published = services.platform_image_publish(
+            publisher=obj.publisher,
+            offer=obj.offer,
+            sku=obj.sku,
+            version=obj.version,
+            regions=regions,
+            at=form.cleaned_data["published_at"],
+        )
+        obj.pk = published.pk
+        obj.refresh_from_db()
+        self.message_user(request, f"Published {obj} in {', '.join(r.name for r in regions)}.", messages.SUCCESS)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
@@ -73,6 +130,44 @@ class PlatformImageVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             image_publisher=form.instance.publisher, image_offer=form.instance.offer, image_sku=form.instance.sku
         ).values_list("pk", flat=True):
             events.scale_set_changed(scale_set_id)  # 'latest' may have moved
+
+
+class ExtensionVersionPublishForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Release an extension version (services.extension_version_publish)."""
+
+    published_at = _published_at_field()
+
+    class Meta:
+        model = ExtensionVersion
+        fields = ["publisher", "type", "version", "published_at"]
+
+
+@admin.register(ExtensionVersion)
+class ExtensionVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A release is a fact that rollouts are keyed on: added through the service, never edited
+    (a mistaken one can be deleted)."""
+
+    form = ExtensionVersionPublishForm
+    list_display = ["publisher", "type", "version", "published_at"]
+    list_filter = ["publisher", "type"]
+    search_fields = ["publisher", "type", "version"]
+    date_hierarchy = "published_at"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ExtensionVersion, form: Any, change: bool) -> None:
+        release = services.extension_version_publish(
+            publisher=obj.publisher, type=obj.type, version=obj.version, at=form.cleaned_data["published_at"]
+        )
+        obj.pk = release.pk
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"Released {release.key}. Sets whose {release.publisher}.{release.type} extension has automatic "
+            "upgrades on get it through an availability-first rollout.",
+            messages.SUCCESS,
+        )
 
 
 class GalleryImageInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -91,11 +186,68 @@ class GalleryImageReplicaInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 1
 
 
+class GalleryImageVersionPublishForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Create a version replicated to target regions (services.gallery_image_version_publish)."""
+
+    target_regions = forms.ModelMultipleChoiceField(queryset=Region.objects.all(), widget=forms.CheckboxSelectMultiple)
+    replication_seconds = forms.FloatField(
+        min_value=0.0,
+        initial=0.0,
+        help_text="Simulated seconds until each replica completes; 0 for at once.",
+    )
+
+    class Meta:
+        model = GalleryImageVersion
+        fields = ["image", "name", "exclude_from_latest"]
+
+
 @admin.register(GalleryImageVersion)
 class GalleryImageVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["image", "name", "exclude_from_latest", "published_at"]
+    """Adding creates the version and its replicas through the service; a version's page
+    shows and edits its replicas."""
+
+    list_display = ["image", "name", "exclude_from_latest", "published_at", "replication"]
     list_filter = ["exclude_from_latest", "image"]
+    list_select_related = ["image__gallery"]
     inlines = [GalleryImageReplicaInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GalleryImageVersion]:
+        return super().get_queryset(request).prefetch_related("replicas__region")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = GalleryImageVersionPublishForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        return [] if obj is None else list(self.inlines)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Instances record the version they boot from by image and name.
+        return ["image", "name"] if obj is not None else []
+
+    @admin.display(description="replication")
+    def replication(self, obj: GalleryImageVersion) -> str:
+        return ", ".join(sorted(f"{r.region.name}: {r.state}" for r in obj.replicas.all()))
+
+    def save_model(self, request: HttpRequest, obj: GalleryImageVersion, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        version = services.gallery_image_version_publish(
+            image=obj.image,
+            name=obj.name,
+            target_regions=list(form.cleaned_data["target_regions"]),
+            exclude_from_latest=obj.exclude_from_latest,
+            replication_seconds=form.cleaned_data["replication_seconds"],
+        )
+        obj.pk = version.pk
+        obj.refresh_from_db()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        for scale_set_id in ScaleSet.objects.filter(gallery_image=form.instance.image_id).values_list("pk", flat=True):
+            events.scale_set_changed(scale_set_id)  # 'latest' may have moved
 
 
 @admin.register(FaultProfile)

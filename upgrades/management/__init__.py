@@ -1,0 +1,1 @@
+"""Management commands of the upgrades app (see fleet.cli for what they share)."""
