@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from fleet import clock
+from fleet import clock, events
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import PowerAction, driver_for
 from fleet.health import validate_health_sources
@@ -77,7 +77,18 @@ def platform_image_publish(
         ImagePublication.objects.get_or_create(
             image_version=image_version, region=region, defaults={"published_at": published_at}
         )
+    _latest_may_have_moved(
+        ScaleSet.objects.filter(image_publisher=publisher, image_offer=offer, image_sku=sku).values_list(
+            "pk", flat=True
+        )
+    )
     return image_version
+
+
+def _latest_may_have_moved(scale_set_ids: Iterable[int]) -> None:
+    """Open heatmaps of these sets redraw: 'latest' may resolve to a new version (on commit)."""
+    for scale_set_id in scale_set_ids:
+        events.scale_set_changed(scale_set_id)
 
 
 @transaction.atomic
@@ -110,6 +121,8 @@ def gallery_image_version_publish(
         )
         for region in regions
     )
+    if done:
+        _latest_may_have_moved(ScaleSet.objects.filter(gallery_image=image).values_list("pk", flat=True))
     return version
 
 
@@ -131,9 +144,14 @@ def extension_version_publish(
 
 def gallery_replication_advance(now: dt.datetime) -> int:
     """Complete the replications that fell due."""
-    return GalleryImageReplica.objects.filter(state=ReplicationState.REPLICATING, completes_at__lte=now).update(
-        state=ReplicationState.COMPLETED
-    )
+    due = GalleryImageReplica.objects.filter(state=ReplicationState.REPLICATING, completes_at__lte=now)
+    images = set(due.values_list("version__image_id", flat=True))
+    if not images:
+        return 0
+    with transaction.atomic():
+        completed = due.update(state=ReplicationState.COMPLETED)
+        _latest_may_have_moved(ScaleSet.objects.filter(gallery_image__in=images).values_list("pk", flat=True))
+    return completed
 
 
 def scale_set_create(

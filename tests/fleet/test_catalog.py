@@ -157,3 +157,19 @@ def test_instances_record_the_concrete_image_they_were_made_from():
     assert ImageRef.from_key(ref.key) == ref
     custom = ImageRef(ImageSource.CUSTOM, "https://x/a:b.vhd", "")
     assert ImageRef.from_key(custom.key) == custom
+
+
+@pytest.mark.django_db
+def test_publishing_tells_open_pages_of_sets_whose_latest_may_move(monkeypatch, django_capture_on_commit_callbacks):
+    from fleet import events
+
+    told: list[int] = []
+    monkeypatch.setattr(events, "send", lambda group, message: told.append(group))
+    scale_set = factories.scale_set("web", 2)
+    jammy = {"image_publisher": "Canonical", "image_offer": "ubuntu", "image_sku": "22_04-lts"}
+    factories.publish("22.04.202601010", scale_set.region, **jammy)
+    other = factories.scale_set("other", 2, **jammy, image_version="latest")
+    with django_capture_on_commit_callbacks(execute=True):
+        factories.publish("18.04.202601010", scale_set.region)
+    assert f"scale-set.{scale_set.pk}" in told
+    assert f"scale-set.{other.pk}" not in told

@@ -60,7 +60,7 @@ def rollout_ends(processes: Processes, status: str, timeout: float = 240) -> Rol
     return wait_for(ended, timeout=timeout, what=f"the rollout to be {status}", logs=processes.log_tail)
 
 
-def test_a_good_version_reaches_all_twelve_sets_availability_first(running):
+def test_a_good_version_reaches_all_twelve_sets_availability_first(running, client):
     sets = fleet_of_twelve()
     publish_new(*Region.objects.all())
     rollout = rollout_ends(running, RolloutStatus.COMPLETED)
@@ -81,6 +81,10 @@ def test_a_good_version_reaches_all_twelve_sets_availability_first(running):
                 assert not overlap(a, b), f"paired regions at once: runs {a[0].pk} and {b[0].pk}"
             if region_a.pk == region_b.pk and zone[a[0].pk] != zone[b[0].pk]:
                 assert not overlap(a, b), f"two zones of {region_a.name} at once: runs {a[0].pk} and {b[0].pk}"
+    client.force_login(factories.user("viewer"))
+    history = client.get("/history/", {"kind": Kind.AUTOMATIC_OS}).content.decode()
+    assert history.count("<td>Platform") == len(runs)
+
     phases: dict[int, set[str]] = {}
     for step in RolloutStep.objects.select_related("region__geo_pair"):
         phases.setdefault(step.phase, set()).add(step.region.name)
