@@ -368,3 +368,16 @@ def scan_queries(count: int) -> tuple[int, int]:
 def test_the_scan_costs_the_same_whatever_the_number_of_sets(count):
     idle, covered = scan_queries(count)
     assert (idle, covered) == (4, 10)
+
+
+def test_the_demo_fleet_opens_with_automatic_rollouts_to_watch():
+    from fleet.demo import demo_fleet_load
+
+    demo_fleet_load()
+    rollouts.automatic_upgrades_scan()
+    targets = set(Rollout.objects.values_list("kind", "target"))
+    assert ("OSImage", "platform:Canonical/0001-com-ubuntu-server-jammy/22_04-LTS:22.04.202411050") in targets
+    assert ("OSImage", "platform:MicrosoftWindowsServer/WindowsServer/2019-Datacenter:17763.6532.241101") in targets
+    assert ("Extension", "Microsoft.GuestConfiguration.ConfigurationforLinux@1.27") in targets
+    assert ("Extension", "Microsoft.Azure.Monitoring.DependencyAgent.DependencyAgentLinux@9.11") in targets
+    assert all(r.status == RolloutStatus.WAITING for r in Rollout.objects.all())  # the trigger delay
