@@ -8,10 +8,12 @@ from django import forms
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from fleet import selectors
+from fleet import clock, selectors
+from fleet.credentials import credential_warnings
 from fleet.health import health_source_of
 from fleet.models import Region, ScaleSet, UpgradeMode
 from upgrades import forms as upgrade_forms
+from upgrades import rollout_selectors
 from upgrades import selectors as upgrade_selectors
 
 
@@ -28,6 +30,8 @@ def scale_set_list(request: HttpRequest) -> HttpResponse:
         "fleet/scale_set_list.html",
         {
             "rows": rows,
+            "rollouts": rollout_selectors.open_rollouts(),
+            "rollouts_limit": rollout_selectors.BANNER_LIMIT,
             "regions": Region.objects.order_by("name").values_list("name", flat=True),
             "modes": UpgradeMode.values,
             "filters": {"region": region, "mode": mode, "q": search},
@@ -53,7 +57,11 @@ def scale_set_page(
     bound: dict[str, forms.Form] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """The scale-set page: heatmap, current run and (for operators) the action forms.
+    """The scale-set page: heatmap, current run, notices and (for operators) the action forms.
+
+    Notices: credentials about to expire (R-CRED-1), instances that automatic OS upgrades skip
+    until they are on the latest model (R-AUTO-4), and the rollouts that have the set
+    scheduled or running. The first two come from rows already read.
 
     Action views re-show it with their bound form (`bound`, by name) when they refuse, so the
     operator sees why and keeps what they typed.
@@ -63,6 +71,7 @@ def scale_set_page(
     action_forms = _action_forms(scale_set)
     action_forms.update(bound or {})
     extensions = list(scale_set.extensions.all())
+    placement = _placement(snapshot)
     return render(
         request,
         "fleet/scale_set_detail.html",
@@ -70,14 +79,27 @@ def scale_set_page(
             "scale_set": scale_set,
             "snapshot": snapshot,
             "run": snapshot["run"],
-            "placement": _placement(snapshot),
+            "placement": placement,
             "extensions": extensions,
+            "credential_warnings": credential_warnings(extensions, clock.now()),
+            "skipped_by_automatic_upgrades": _skipped_by_automatic_upgrades(scale_set, placement),
+            "rollout_notices": rollout_selectors.scale_set_rollout_notices(
+                scale_set, extensions=extensions, run=snapshot["run"]
+            ),
             "health_source": health_source_of(scale_set, extensions),
             "forms": action_forms,
             "failed_form": next(iter(bound)) if bound else "",
         },
         status=status,
     )
+
+
+def _skipped_by_automatic_upgrades(scale_set: ScaleSet, placement: dict[str, Any]) -> int:
+    """Instances automatic OS upgrades leave alone: in Manual mode, those not on the latest
+    model (R-AUTO-4)."""
+    if not scale_set.enable_automatic_os_upgrade or scale_set.upgrade_mode != UpgradeMode.MANUAL:
+        return 0
+    return int(placement["outdated_model"])
 
 
 def _action_forms(scale_set: ScaleSet) -> dict[str, forms.Form]:

@@ -240,6 +240,7 @@ class RolloutStatus(models.TextChoices):
     ROLLING_OUT = "RollingOut", "Rolling out"
     HALTED = "Halted", "Halted"
     COMPLETED = "Completed", "Completed"
+    SUPERSEDED = "Superseded", "Superseded by a newer version"
 
 
 class Rollout(models.Model):
@@ -268,6 +269,13 @@ class Rollout(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} rollout of {self.target}"
+
+    @property
+    def family(self) -> str:
+        """The target without its version: the image, or the extension's publisher.type."""
+        if self.kind == RolloutKind.EXTENSION:
+            return self.target.rpartition("@")[0]
+        return self.target.rpartition(":")[0]
 
     @property
     def is_active(self) -> bool:

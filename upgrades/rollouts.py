@@ -157,6 +157,7 @@ def automatic_upgrades_scan(now: dt.datetime | None = None) -> list[int]:
         rollout_id = _cover(kind, target, needs, moment)
         if rollout_id is not None:
             touched.append(rollout_id)
+    _supersede_halted(moment)
     return touched
 
 
@@ -179,7 +180,7 @@ def _cover(kind: str, target: str, needs: list[Need], now: dt.datetime) -> int |
             return None
     with transaction.atomic():
         rollout = Rollout.objects.select_for_update().get(pk=rollout.pk)
-        if rollout.status == RolloutStatus.HALTED:
+        if rollout.status in (RolloutStatus.HALTED, RolloutStatus.SUPERSEDED):
             return None  # halted where it failed: nothing more starts (R-AVAIL-1)
         steps = list(rollout.steps.all())
         pending_regions = {s.region_id for s in steps if s.status == StepStatus.PENDING}
@@ -206,6 +207,34 @@ def _cover(kind: str, target: str, needs: list[Need], now: dt.datetime) -> int |
         events.rollout_changed(rollout.pk)
     _enqueue(rollout.pk)
     return rollout.pk
+
+
+def _supersede_halted(now: dt.datetime) -> None:
+    """Close halted rollouts whose image or extension has a rollout of a newer version: an
+    old OS version is never resumed, and an old extension version is not retried. One query
+    when nothing is halted."""
+    halted = list(Rollout.objects.filter(status=RolloutStatus.HALTED))
+    if not halted:
+        return
+    newest: dict[tuple[str, str], Rollout] = {}
+    for rollout in Rollout.objects.filter(kind__in={r.kind for r in halted}).order_by("created_at", "pk"):
+        newest[rollout.kind, rollout.family] = rollout
+    for rollout in halted:
+        newer = newest.get((rollout.kind, rollout.family))
+        if newer is None or newer.pk == rollout.pk:
+            continue
+        if RolloutTarget.objects.filter(step__rollout=rollout, status=TargetStatus.RUNNING).exists():
+            continue  # its runs still finish and are recorded; closed at a later scan
+        with transaction.atomic():
+            closed = Rollout.objects.filter(pk=rollout.pk, status=RolloutStatus.HALTED).update(
+                status=RolloutStatus.SUPERSEDED,
+                retry_at=None,
+                next_action_at=None,
+                ended_at=rollout.ended_at or now,
+                halt_reason=f"{rollout.halt_reason} Superseded by {newer.target}."[:1000],
+            )
+            if closed:
+                events.rollout_changed(rollout.pk)
 
 
 def _regions_least_exposed_first(needs: list[Need]) -> list[Region]:
@@ -256,7 +285,7 @@ def rollout_advance(rollout_id: int, *, wake: bool = False) -> bool:
     now = clock.now()
     with transaction.atomic():
         rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
-        if rollout is None or rollout.next_action_at is None:
+        if rollout is None or rollout.next_action_at is None or rollout.status == RolloutStatus.SUPERSEDED:
             return False
         if rollout.next_action_at > now and not wake:
             return False

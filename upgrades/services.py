@@ -403,7 +403,9 @@ def update_model(
     unknown = set(changes) - MODEL_FIELDS
     if unknown:
         raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
-    # Work on a fresh copy: a refused change must leave the caller's object as it was.
+    # Work on a fresh copy: a refused change must leave the caller's object as it was; an
+    # accepted one is copied back onto it (below).
+    callers = scale_set
     scale_set = ScaleSet.objects.select_related("region").get(pk=scale_set.pk)
     changed = {k: v for k, v in changes.items() if getattr(scale_set, k) != v}
     if not changed:
@@ -424,15 +426,18 @@ def update_model(
         # The model must keep meeting R-AUTO-1 while automatic upgrades are on (no pinned
         # version, a supported SKU, no custom image): turn them off first to leave it.
         validate_automatic_os_upgrade(scale_set, list(scale_set.extensions.all()))
+    run = None
     with transaction.atomic():
         scale_set.model_version += 1
         scale_set.save()
         fleet_events.scale_set_changed(scale_set.pk)
         if scale_set.upgrade_mode == UpgradeMode.AUTOMATIC:
-            return run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, all_at_once=True)
-        if scale_set.upgrade_mode == UpgradeMode.ROLLING:
-            return run_start(scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor)
-    return None
+            run = run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, all_at_once=True)
+        elif scale_set.upgrade_mode == UpgradeMode.ROLLING:
+            run = run_start(scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor)
+    for name in [*changed, "model_version"]:
+        setattr(callers, name, getattr(scale_set, name))
+    return run
 
 
 def automatic_os_upgrade_set(

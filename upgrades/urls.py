@@ -1,6 +1,6 @@
 from django.urls import path
 
-from upgrades import views
+from upgrades import rollout_views, views
 
 app_name = "upgrades"
 urlpatterns = [
@@ -20,4 +20,7 @@ urlpatterns = [
         views.automatic_os_upgrade,
         name="automatic-os-upgrade",
     ),
+    # Automatic rollouts (read-only): `?fragment=1` returns only the part a live page swaps in.
+    path("rollouts/", rollout_views.rollout_list, name="rollout-list"),
+    path("rollouts/<int:rollout_id>/", rollout_views.rollout_detail, name="rollout-detail"),
 ]
