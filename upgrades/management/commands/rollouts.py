@@ -17,7 +17,9 @@ class Command(ConsoleCommand):
         parser.add_argument("--active", action="store_true", help="Only rollouts waiting or rolling out")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rollouts = Rollout.objects.annotate(phase_count=Count("steps__phase", distinct=True))
+        rollouts = Rollout.objects.annotate(phase_count=Count("steps__phase", distinct=True)).order_by(
+            "-created_at", "-pk"
+        )
         if options["active"]:
             rollouts = rollouts.filter(status__in=[RolloutStatus.WAITING, RolloutStatus.ROLLING_OUT])
         self.print_json([rollout_json(r, phase_count=r.phase_count) for r in rollouts])
