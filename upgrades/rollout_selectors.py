@@ -199,7 +199,10 @@ class PhaseView:
 
     @property
     def ended_at(self) -> dt.datetime | None:
-        if any(not s.is_finished for s in self.steps):
+        """When its last step ended; a phase that failed ended then (the rollout halted,
+        its later zones never start), even with steps still pending."""
+        failed = any(s.status == StepStatus.FAILED for s in self.steps)
+        if not failed and any(not s.is_finished for s in self.steps):
             return None
         return max((s.ended_at for s in self.steps if s.ended_at), default=None)
 

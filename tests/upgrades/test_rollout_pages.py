@@ -490,3 +490,16 @@ async def test_progress_of_a_rollouts_run_reaches_its_page_until_the_run_is_done
     assert await page.receive_nothing(timeout=0.3)
     await page.disconnect()
     await listing.disconnect()
+
+
+def test_a_phase_that_failed_has_ended_though_its_later_zones_never_start(drive_fleet):
+    from upgrades.rollout_selectors import rollout_grid
+
+    auto_set("zonal", factories.region("eastus"), capacity=6, zones=["1", "2", "3"])
+    FaultProfile.objects.create(target=NEW_KEY, never_healthy_share=1.0)
+    publish_new(factories.region("eastus"))
+    drive_fleet()
+    rollout = Rollout.objects.get()
+    (phase,) = rollout_grid(rollout).phases
+    assert {s.status for s in phase.steps} >= {"Failed", "Pending"}
+    assert phase.ended_at == rollout.halted_at
