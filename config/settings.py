@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "channels",
     "fleet",
     "upgrades",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -182,6 +183,12 @@ def _simulator_durations(name: str) -> dict[str, float]:
 
 
 SIMULATOR_DURATIONS = _simulator_durations("SIMULATOR_DURATIONS")
+
+# --- The REST API (SPEC 7) -----------------------------------------------------------------
+# Items per page of list answers (the rest is reached through nextLink), and how many failed
+# bearer-token attempts one client address may make per minute before it is refused with 429.
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
+API_AUTH_FAILURES_PER_MINUTE = env_int("API_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

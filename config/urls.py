@@ -8,4 +8,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("fleet.urls")),
     path("", include("upgrades.urls")),
+    path("", include("api.urls")),
 ]

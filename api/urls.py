@@ -1,0 +1,25 @@
+from django.urls import path, re_path
+
+from api import arm, pages, views
+
+SCALE_SETS = "providers/Microsoft.Compute/virtualMachineScaleSets"
+GROUP = "subscriptions/<str:subscription_id>/resourceGroups/<str:resource_group>"
+SCALE_SET = f"{GROUP}/{SCALE_SETS}/<str:name>"
+
+app_name = "api"
+urlpatterns = [
+    path("api-tokens/", pages.token_list, name="token-list"),
+    path("api-tokens/<int:token_id>/revoke", pages.token_revoke_view, name="token-revoke"),
+    path("subscriptions", views.subscription_list, name="subscription-list"),
+    path(f"subscriptions/<str:subscription_id>/{SCALE_SETS}", views.scale_set_list, name="scale-set-list-all"),
+    path(f"{GROUP}/{SCALE_SETS}", views.scale_set_list, name="scale-set-list"),
+    path(SCALE_SET, views.scale_set_get, name="scale-set"),
+    path(f"{SCALE_SET}/instanceView", views.scale_set_instance_view, name="scale-set-instance-view"),
+    path(f"{SCALE_SET}/virtualMachines", views.vm_list, name="vm-list"),
+    path(f"{SCALE_SET}/virtualMachines/<str:instance_id>", views.vm_get, name="vm"),
+    path(
+        f"{SCALE_SET}/virtualMachines/<str:instance_id>/instanceView", views.vm_instance_view, name="vm-instance-view"
+    ),
+    # last: anything else under /subscriptions answers ARM's 404, not an HTML page
+    re_path(r"^subscriptions(?P<rest>/.*)?$", arm.unknown_path, name="unknown-path"),
+]
