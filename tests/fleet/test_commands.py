@@ -33,6 +33,7 @@ from fleet.models import (
     PlatformImageVersion,
     Region,
     ScaleSet,
+    SupportedOsSku,
 )
 from fleet.selectors import latest_gallery_version, latest_platform_version
 from tests import factories, processes
@@ -421,6 +422,9 @@ def test_vmss_automatic_os_upgrade_refuses_bad_options(db):
 
 @pytest.mark.django_db(transaction=True)
 def test_r_auto_1_a_refusal_from_the_command_line_exits_1_with_one_line_per_violation():
+    # An earlier transactional test may have emptied the seeded SKU table: the supported SKU
+    # must be there, or a third violation would be reported.
+    SupportedOsSku.objects.get_or_create(publisher="Canonical", offer="UbuntuServer", sku="18.04-LTS")
     factories.scale_set(capacity=2, image_version=factories.OLD_VERSION)
     finished = subprocess.run(
         [sys.executable, "manage.py", *enable("web")],
