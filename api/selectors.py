@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from api.arm import ArmError, resource_not_found
+from fleet import clock
 from fleet.models import Instance, ScaleSet, ScaleSetExtension
+from upgrades.models import Kind, UpgradeRun
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,23 @@ def instance_states(scale_set: ScaleSet) -> list[tuple[str, str, dict[str, Any]]
             "provisioning_state", "power_state", "extension_states"
         )
     )
+
+
+# Runs ARM calls rolling upgrades (GET rollingUpgrades/latest): not manualupgrade's.
+ROLLING_KINDS = (Kind.AUTOMATIC_OS, Kind.MANUAL_OS, Kind.ROLLING_MODEL, Kind.EXTENSION)
+OS_UPGRADE_KINDS = (Kind.AUTOMATIC_OS, Kind.MANUAL_OS)
+OS_UPGRADE_HISTORY_LENGTH = 5
+OS_UPGRADE_HISTORY_DAYS = 60
+
+
+def latest_rolling_upgrade(scale_set: ScaleSet) -> UpgradeRun | None:
+    """The set's newest rolling upgrade, finished or not (one query)."""
+    return UpgradeRun.objects.filter(scale_set=scale_set, kind__in=ROLLING_KINDS).order_by("-started_at", "-pk").first()
+
+
+def os_upgrade_history(scale_set: ScaleSet) -> list[UpgradeRun]:
+    """R-HIST-1: the last five OS upgrade attempts of the past two months, newest first (one
+    query)."""
+    since = clock.now() - dt.timedelta(days=OS_UPGRADE_HISTORY_DAYS)
+    runs = UpgradeRun.objects.filter(scale_set=scale_set, kind__in=OS_UPGRADE_KINDS, started_at__gte=since)
+    return list(runs.order_by("-started_at", "-pk")[:OS_UPGRADE_HISTORY_LENGTH])

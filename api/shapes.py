@@ -24,6 +24,7 @@ from fleet.models import (
     ScaleSetExtension,
 )
 from fleet.versions import LATEST
+from upgrades.models import UpgradeRun
 
 SCALE_SET_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 VM_TYPE = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
@@ -305,3 +306,99 @@ def scale_set_instance_view(
         ],
         "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded")],
     }
+
+
+# --- rolling upgrades and OS upgrade history ----------------------------------------------------
+
+ROLLING_UPGRADE_TYPE = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _iso_duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"PT{whole}S"
+
+
+def run_progress(run: UpgradeRun) -> dict[str, int]:
+    """RollingUpgradeProgressInfo: the four counts add up to the targeted instances (R-LOOP-1)."""
+    return {
+        "successfulInstanceCount": run.successful_count,
+        "failedInstanceCount": run.failed_count,
+        "inProgressInstanceCount": run.in_progress_count,
+        "pendingInstanceCount": run.pending_count,
+    }
+
+
+def run_error(run: UpgradeRun) -> dict[str, Any] | None:
+    if not run.error_code:
+        return None
+    error: dict[str, Any] = {"code": run.error_code, "message": run.error_message}
+    if run.error_details:
+        error["details"] = run.error_details
+    return error
+
+
+def target_image_reference(run: UpgradeRun, scale_set: ScaleSet) -> dict[str, Any]:
+    """The image the run upgraded to, as an imageReference."""
+    image = ImageRef.from_key(run.target_image)
+    if image.source == ImageSource.PLATFORM:
+        publisher, offer, sku = image.name.split("/", 2)
+        return {"publisher": publisher, "offer": offer, "sku": sku, "version": image.version}
+    if image.source == ImageSource.GALLERY and scale_set.gallery_image is not None:
+        return {"id": f"{scale_set.gallery_image.resource_id}/versions/{image.version}"}
+    return {"id": image.name}
+
+
+def rolling_upgrade_status(run: UpgradeRun, scale_set: ScaleSet) -> dict[str, Any]:
+    """RollingUpgradeStatusInfo (GET rollingUpgrades/latest): the policy the run runs under,
+    its status, progress and error."""
+    policy = run.policy_snapshot
+    properties: dict[str, Any] = {
+        "policy": {
+            "maxBatchInstancePercent": policy.max_batch_instance_percent,
+            "maxUnhealthyInstancePercent": policy.max_unhealthy_instance_percent,
+            "maxUnhealthyUpgradedInstancePercent": policy.max_unhealthy_upgraded_instance_percent,
+            "pauseTimeBetweenBatches": _iso_duration(policy.pause_seconds),
+            "enableCrossZoneUpgrade": policy.enable_cross_zone_upgrade,
+            "prioritizeUnhealthyInstances": policy.prioritize_unhealthy_instances,
+            "rollbackFailedInstancesOnPolicyBreach": policy.rollback_failed_instances_on_policy_breach,
+        },
+        "runningStatus": {
+            "code": run.status,
+            "startTime": _iso(run.started_at),
+            "lastAction": run.last_action,
+            "lastActionTime": _iso(run.last_action_at),
+        },
+        "progress": run_progress(run),
+    }
+    if error := run_error(run):
+        properties["error"] = error
+    return {
+        "name": scale_set.name,
+        "type": ROLLING_UPGRADE_TYPE,
+        "location": scale_set.region.name,
+        "properties": properties,
+    }
+
+
+def os_upgrade_history_entry(run: UpgradeRun, scale_set: ScaleSet) -> dict[str, Any]:
+    """UpgradeOperationHistoricalStatusInfo (GET osUpgradeHistory, R-HIST-1)."""
+    rollback: dict[str, Any] = {
+        "successfullyRolledbackInstanceCount": run.rolled_back_count,
+        "failedRolledbackInstanceCount": run.rollback_failed_count,
+    }
+    if run.rollback_error:
+        rollback["rollbackError"] = {"code": "RollbackFailed", "message": run.rollback_error}
+    properties: dict[str, Any] = {
+        "runningStatus": {"code": run.status, "startTime": _iso(run.started_at), "endTime": _iso(run.ended_at)},
+        "progress": run_progress(run),
+        "startedBy": run.started_by,
+        "targetImageReference": target_image_reference(run, scale_set),
+        "rollbackInfo": rollback,
+    }
+    if error := run_error(run):
+        properties["error"] = error
+    return {"properties": properties, "type": ROLLING_UPGRADE_TYPE, "location": scale_set.region.name}

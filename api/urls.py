@@ -20,6 +20,8 @@ urlpatterns = [
     path(
         f"{SCALE_SET}/virtualMachines/<str:instance_id>/instanceView", views.vm_instance_view, name="vm-instance-view"
     ),
+    path(f"{SCALE_SET}/rollingUpgrades/latest", views.rolling_upgrade_latest, name="rolling-upgrade-latest"),
+    path(f"{SCALE_SET}/osUpgradeHistory", views.os_upgrade_history, name="os-upgrade-history"),
     # last: anything else under /subscriptions answers ARM's 404, not an HTML page
     re_path(r"^subscriptions(?P<rest>/.*)?$", arm.unknown_path, name="unknown-path"),
 ]

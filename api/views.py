@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from api import selectors, shapes
-from api.arm import arm_json, arm_view
+from api.arm import ArmError, arm_json, arm_view
 
 
 def _list(request: HttpRequest, value: list[Any], next_after: int | None) -> HttpResponse:
@@ -82,3 +82,20 @@ def vm_instance_view(
     scale_set = selectors.scale_set_get(subscription_id=subscription_id, resource_group=resource_group, name=name)
     vm = selectors.instance_get(scale_set=scale_set, instance_id=instance_id)
     return arm_json(shapes.vm_instance_view(vm, scale_set, selectors.extensions_of(scale_set)))
+
+
+@arm_view(write=False)
+def rolling_upgrade_latest(request: HttpRequest, subscription_id: str, resource_group: str, name: str) -> HttpResponse:
+    scale_set = selectors.scale_set_get(subscription_id=subscription_id, resource_group=resource_group, name=name)
+    run = selectors.latest_rolling_upgrade(scale_set)
+    if run is None:
+        raise ArmError(404, "NotFound", f"No rolling upgrade has run on {scale_set.name} yet.")
+    return arm_json(shapes.rolling_upgrade_status(run, scale_set))
+
+
+@arm_view(write=False)
+def os_upgrade_history(request: HttpRequest, subscription_id: str, resource_group: str, name: str) -> HttpResponse:
+    """R-HIST-1: the last five OS upgrade attempts of the past two months, newest first."""
+    scale_set = selectors.scale_set_get(subscription_id=subscription_id, resource_group=resource_group, name=name)
+    runs = selectors.os_upgrade_history(scale_set)
+    return arm_json({"value": [shapes.os_upgrade_history_entry(run, scale_set) for run in runs]})

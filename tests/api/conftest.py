@@ -7,6 +7,7 @@ from django.test import Client
 
 from api.tokens import token_create
 from tests import factories
+from tests.upgrades.conftest import drive  # noqa: F401  (a fixture: runs driven to their end in simulated time)
 
 API_VERSION = "2024-07-01"
 
