@@ -47,6 +47,7 @@ from upgrades.models import (
     Kind,
     OutcomeStatus,
     Phase,
+    RolloutTarget,
     RunEvent,
     RunStatus,
     UpgradeBatch,
@@ -407,7 +408,6 @@ def _finish(run: UpgradeRun, now: dt.datetime, status: str, message: str, *, err
 
 def _wake_rollouts_of(run_id: int) -> None:
     """A run a rollout started has ended: the rollout takes its verdict now, not at its poll."""
-    from upgrades.models import RolloutTarget
     from upgrades.tasks import rollout_advance_task
 
     for rollout_id in set(RolloutTarget.objects.filter(run_id=run_id).values_list("step__rollout_id", flat=True)):

@@ -271,11 +271,19 @@ class Rollout(models.Model):
         return f"{self.get_kind_display()} rollout of {self.target}"
 
     @property
-    def family(self) -> str:
-        """The target without its version: the image, or the extension's publisher.type."""
-        if self.kind == RolloutKind.EXTENSION:
-            return self.target.rpartition("@")[0]
-        return self.target.rpartition(":")[0]
+    def target_name(self) -> str:
+        """What is rolled out, without its version: the image (publisher/offer/SKU or
+        gallery/image) or the extension's publisher.type."""
+        if self.kind == RolloutKind.OS_IMAGE:
+            return ImageRef.from_key(self.target).name
+        return self.target.rpartition("@")[0]
+
+    @property
+    def target_label(self) -> str:
+        """The version rolled out."""
+        if self.kind == RolloutKind.OS_IMAGE:
+            return ImageRef.from_key(self.target).label
+        return self.target.rpartition("@")[2]
 
     @property
     def is_active(self) -> bool:

@@ -246,7 +246,7 @@ class RolloutGrid:
 
     @property
     def target_label(self) -> str:
-        return target_label(self.rollout)
+        return self.rollout.target_label
 
 
 @dataclass(frozen=True)
@@ -260,11 +260,11 @@ class RolloutRow:
 
     @property
     def target_label(self) -> str:
-        return target_label(self.rollout)
+        return self.rollout.target_label
 
     @property
     def target_name(self) -> str:
-        return target_name(self.rollout)
+        return self.rollout.target_name
 
 
 # --- selectors ----------------------------------------------------------------------------------
@@ -335,11 +335,11 @@ class OpenRollout:
 
     @property
     def target_label(self) -> str:
-        return target_label(self.rollout)
+        return self.rollout.target_label
 
     @property
     def target_name(self) -> str:
-        return target_name(self.rollout)
+        return self.rollout.target_name
 
 
 def open_rollouts(limit: int = BANNER_LIMIT) -> list[OpenRollout]:
@@ -404,20 +404,6 @@ def scale_set_rollout_notices(
 
 
 # --- plain words --------------------------------------------------------------------------------
-
-
-def target_name(rollout: Rollout) -> str:
-    """What is rolled out: the image (publisher/offer/SKU or gallery/image) or the extension."""
-    if rollout.kind == RolloutKind.OS_IMAGE:
-        return ImageRef.from_key(rollout.target).name
-    return rollout.target.rpartition("@")[0]
-
-
-def target_label(rollout: Rollout) -> str:
-    """The version rolled out."""
-    if rollout.kind == RolloutKind.OS_IMAGE:
-        return ImageRef.from_key(rollout.target).label
-    return rollout.target.rpartition("@")[2]
 
 
 def rollout_explanation(

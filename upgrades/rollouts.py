@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Q
 
 from fleet import clock
 from fleet.images import ImageRef
@@ -218,9 +218,9 @@ def _supersede_halted(now: dt.datetime) -> None:
         return
     newest: dict[tuple[str, str], Rollout] = {}
     for rollout in Rollout.objects.filter(kind__in={r.kind for r in halted}).order_by("created_at", "pk"):
-        newest[rollout.kind, rollout.family] = rollout
+        newest[rollout.kind, rollout.target_name] = rollout
     for rollout in halted:
-        newer = newest.get((rollout.kind, rollout.family))
+        newer = newest.get((rollout.kind, rollout.target_name))
         if newer is None or newer.pk == rollout.pk:
             continue
         if RolloutTarget.objects.filter(step__rollout=rollout, status=TargetStatus.RUNNING).exists():
@@ -299,10 +299,10 @@ def rollout_advance(rollout_id: int, *, wake: bool = False) -> bool:
 
 def _step(rollout: Rollout, now: dt.datetime) -> None:
     steps = list(rollout.steps.select_related("region").order_by("phase", "region__name", "position"))
-    in_flight = [s for s in steps if s.status == StepStatus.IN_PROGRESS]
-    for step in in_flight:
-        _take_verdicts(rollout, step, now)
     if rollout.status == RolloutStatus.HALTED:
+        for step in steps:
+            if step.status == StepStatus.IN_PROGRESS:
+                _take_verdicts(rollout, step, now)
         _while_halted(rollout, steps, now)
         return
     if now < rollout.not_before:
@@ -341,8 +341,8 @@ def _step(rollout: Rollout, now: dt.datetime) -> None:
                 return
             if not step.is_finished:
                 break
-    if _phase_done(rollout, phase):
-        rollout.next_action_at = now
+    if all(s.status == StepStatus.SUCCEEDED for s in steps if s.phase == phase):
+        rollout.next_action_at = now  # the next phase starts at once
         return
     if RolloutTarget.objects.filter(step__rollout=rollout, status=TargetStatus.RUNNING).exists():
         # Runs tell the rollout when they end (engine._wake_rollouts_of); this poll is only
@@ -350,10 +350,6 @@ def _step(rollout: Rollout, now: dt.datetime) -> None:
         poll = now + dt.timedelta(seconds=ROLLOUT_POLL_SECONDS)
         next_look = min(next_look or poll, poll)
     rollout.next_action_at = next_look
-
-
-def _phase_done(rollout: Rollout, phase: int) -> bool:
-    return not rollout.steps.filter(phase=phase).exclude(status=StepStatus.SUCCEEDED).exists()
 
 
 def _start_step(rollout: Rollout, step: RolloutStep, now: dt.datetime) -> None:
@@ -589,11 +585,6 @@ def _enqueue(rollout_id: int) -> None:
             log.warning("could not enqueue rollout %s; the reconciler will pick it up", rollout_id, exc_info=True)
 
     transaction.on_commit(send)
-
-
-def latest_rollout_phase(rollout: Rollout) -> int | None:
-    """The phase in progress (or the last one), for the pages."""
-    return rollout.steps.aggregate(last=Max("phase"))["last"]
 
 
 __all__ = ["automatic_upgrades_scan", "rollout_advance", "due_rollout_ids", "os_image_needs", "extension_needs"]

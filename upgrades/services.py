@@ -148,14 +148,7 @@ def run_start(
 def _candidate(instance: Instance, kind: str, target_key: str, model_version: int) -> Candidate:
     on_image = instance.os_image == target_key and instance.provisioning_state != ProvisioningState.FAILED
     on_target = on_image if kind in _OS_KINDS else on_image and instance.model_version >= model_version
-    return Candidate(
-        instance_id=instance.instance_id,
-        update_domain=instance.update_domain,
-        zone=instance.zone,
-        healthy=instance.health_state == "Healthy" and instance.power_state == "running",
-        on_target=on_target,
-        protected=instance.protected_from_scale_set_actions,
-    )
+    return _as_candidate(instance, on_target=on_target)
 
 
 def _extension_candidate(instance: Instance, versions: dict[str, str]) -> Candidate:
@@ -164,6 +157,10 @@ def _extension_candidate(instance: Instance, versions: dict[str, str]) -> Candid
         (states.get(name) or {}).get("version") == version and (states.get(name) or {}).get("state") == "Succeeded"
         for name, version in versions.items()
     )
+    return _as_candidate(instance, on_target=on_target)
+
+
+def _as_candidate(instance: Instance, *, on_target: bool) -> Candidate:
     return Candidate(
         instance_id=instance.instance_id,
         update_domain=instance.update_domain,

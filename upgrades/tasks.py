@@ -5,15 +5,19 @@ from django.db import OperationalError
 
 from upgrades import engine, rollouts
 
+# A step of a state machine (a run, a rollout): redelivered if the worker dies, retried when
+# the database is briefly unavailable; the row lock makes a repeat harmless.
+STEP_TASK = {
+    "acks_late": True,
+    "ignore_result": True,
+    "soft_time_limit": 30,
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
-@shared_task(
-    acks_late=True,
-    ignore_result=True,
-    soft_time_limit=30,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+
+@shared_task(**STEP_TASK)
 def run_advance_task(run_id: int, wake: bool = False) -> bool:
     """Move one run one step forward if it is due. Safe to run twice or concurrently: the
     run row is locked, and a step that is not due does nothing. `wake`: the driver changed
@@ -31,14 +35,7 @@ def reconcile_task() -> int:
     return len(due)
 
 
-@shared_task(
-    acks_late=True,
-    ignore_result=True,
-    soft_time_limit=30,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**STEP_TASK)
 def rollout_advance_task(rollout_id: int, wake: bool = False) -> bool:
     """Move one rollout forward if it is due, or now when `wake` (one of its runs ended).
     Row-locked: safe twice or concurrently."""
