@@ -96,13 +96,17 @@ def camel_case(field: str) -> str:
 # --- the decorator ------------------------------------------------------------------------------
 
 
-def arm_view(*, write: bool, methods: Iterable[str] = ("GET",)) -> Callable[[View], View]:
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def arm_view(*, write: bool | None = None, methods: Iterable[str] = ("GET",)) -> Callable[[View], View]:
     """Wrap a function view as an ARM endpoint.
 
     In order: CSRF and login-page exemption (bearer clients have neither cookies nor a login
     page), the method, `?api-version=`, authentication (bearer token, or the session of a
     logged-in page), the failed-attempt rate limit, the role (reading: viewers, operators or
     staff; writing: operators or staff), then the view, with its exceptions mapped to ARM errors.
+    `write=None`: the method decides (GET reads, PUT, PATCH, POST and DELETE write).
     """
     allowed = tuple(method.upper() for method in methods)
 
@@ -119,7 +123,7 @@ def arm_view(*, write: bool, methods: Iterable[str] = ("GET",)) -> Callable[[Vie
                     )
                 check_api_version(request)
                 user = authenticate(request)
-                authorize(user, write=write)
+                authorize(user, write=write if write is not None else request.method not in SAFE_METHODS)
                 request.user = user
                 return _run(view, request, *args, **kwargs)
             except ArmError as error:
@@ -143,13 +147,22 @@ def _run(view: View, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRes
         raise ArmError(404, "ResourceNotFound", str(error) or "The requested resource was not found.") from None
 
 
+# Model field -> where the ARM body holds it (api.bodies fills this in); other fields are
+# named by their camelCase name.
+FIELD_PATHS: dict[str, str] = {}
+
+
+def arm_name(field: str) -> str:
+    return FIELD_PATHS.get(field) or camel_case(field)
+
+
 def validation_error(error: ValidationError) -> ArmError:
     """A django ValidationError as 400 InvalidParameter: target = the field (camelCase);
     several fields become `details`, one entry per message."""
     if not hasattr(error, "error_dict"):
         return ArmError(400, "InvalidParameter", " ".join(error.messages))
     details = [
-        {"code": "InvalidParameter", "target": camel_case(field), "message": message}
+        {"code": "InvalidParameter", "target": arm_name(field), "message": message}
         for field, errors in error.message_dict.items()
         for message in errors
     ]

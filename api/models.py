@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -31,3 +33,39 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class OperationStatus(models.TextChoices):
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+class Operation(models.Model):
+    """A long-running operation the API answered 202 for (SPEC 7): what was asked, and where
+    to look to tell whether it is done.
+
+    Its status is derived, not driven: from the run it started or cancelled, or from the
+    driver's work still due on the instances it acted on (see api.operations). Once seen
+    terminal, the outcome is stored and never changes.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    action = models.CharField(max_length=32, help_text="osRollingUpgrade, manualupgrade, reimage, …")
+    scale_set = models.ForeignKey("fleet.ScaleSet", null=True, on_delete=models.SET_NULL, related_name="+")
+    subscription_id = models.CharField(max_length=36)
+    location = models.CharField(max_length=40)
+    run = models.ForeignKey("upgrades.UpgradeRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    instance_ids = models.JSONField(default=list, blank=True, help_text="Instance ids acted on")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=12, choices=OperationStatus.choices, default=OperationStatus.IN_PROGRESS)
+    error = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.id}"

@@ -71,9 +71,18 @@ def extensions_by_set(sets: Sequence[ScaleSet]) -> dict[int, list[ScaleSetExtens
     return result
 
 
+def scale_set_find(*, subscription_id: str, resource_group: str, name: str) -> ScaleSet | None:
+    """The set, or None (one query). ARM names are case-insensitive."""
+    return (
+        _scale_sets()
+        .filter(subscription_id__iexact=subscription_id, resource_group__iexact=resource_group, name__iexact=name)
+        .first()
+    )
+
+
 def scale_set_get(*, subscription_id: str, resource_group: str, name: str) -> ScaleSet:
     """The set, or 404 in ARM's words (one query)."""
-    found = _scale_sets().filter(subscription_id=subscription_id, resource_group=resource_group, name=name).first()
+    found = scale_set_find(subscription_id=subscription_id, resource_group=resource_group, name=name)
     if found is None:
         raise resource_not_found("Microsoft.Compute/virtualMachineScaleSets", name, resource_group)
     return found

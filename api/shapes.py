@@ -103,6 +103,18 @@ def extension(ext: ScaleSetExtension) -> dict[str, Any]:
     }
 
 
+EXTENSION_TYPE = "Microsoft.Compute/virtualMachineScaleSets/extensions"
+
+
+def extension_resource(ext: ScaleSetExtension, scale_set: ScaleSet) -> dict[str, Any]:
+    """VirtualMachineScaleSetExtension as GET …/extensions/{name} answers it."""
+    return {
+        "id": f"{scale_set.resource_id}/extensions/{ext.name}",
+        "type": EXTENSION_TYPE,
+        **extension(ext),
+    }
+
+
 def scale_set(scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension]) -> dict[str, Any]:
     """VirtualMachineScaleSet."""
     s = scale_set

@@ -189,6 +189,8 @@ SIMULATOR_DURATIONS = _simulator_durations("SIMULATOR_DURATIONS")
 # bearer-token attempts one client address may make per minute before it is refused with 429.
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_AUTH_FAILURES_PER_MINUTE = env_int("API_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
+# Retry-After (seconds) on long-running operations still in progress: how often clients poll.
+API_RETRY_AFTER_SECONDS = env_int("API_RETRY_AFTER_SECONDS", 5, minimum=0)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -244,6 +244,33 @@ def _instances_create(
     DataDisk.objects.bulk_create(disks, batch_size=1000)
 
 
+def instances_add(scale_set: ScaleSet, count: int) -> None:
+    """Scale out: `count` new instances on the model's current image, with its extensions,
+    ids after the highest in use (ARM never reuses an instance id while the set lives), and as
+    many data disks as the set's first instance has."""
+    image = target_image(scale_set)
+    if image is None:
+        raise ValidationError({"capacity": f"No version of the set's image is available in {scale_set.region.name}."})
+    highest = scale_set.instances.order_by("-instance_id").values_list("instance_id", flat=True).first()
+    start = -1 if highest is None else highest
+    first = scale_set.instances.order_by("instance_id").first()
+    data_disks = first.data_disks.count() if first is not None else 1
+    extension_states = {
+        e.name: {"version": e.effective_version, "state": "Succeeded"} for e in scale_set.extensions.all()
+    }
+    _instances_create(scale_set, range(start + 1, start + 1 + count), image.key, extension_states, data_disks)
+    events.scale_set_changed(scale_set.pk)
+
+
+def instances_remove(scale_set: ScaleSet, count: int) -> list[int]:
+    """Scale in: remove the `count` newest instances (highest ids), data disks with them.
+    Returns the ids removed."""
+    doomed = list(scale_set.instances.order_by("-instance_id").values_list("instance_id", flat=True)[:count])
+    scale_set.instances.filter(instance_id__in=doomed).delete()
+    events.scale_set_changed(scale_set.pk)
+    return sorted(doomed)
+
+
 def instances_select(scale_set: ScaleSet, instance_ids: Sequence[int | str] | str) -> list[Instance]:
     """The instances named by ids (numbers or numeric strings) or '*' for all; unknown ids
     are refused by name, so a typo never silently acts on fewer instances."""

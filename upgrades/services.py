@@ -18,11 +18,11 @@ from fleet import clock
 from fleet import events as fleet_events
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import driver_for
-from fleet.health import health_source_of
+from fleet.health import health_source_of, validate_health_sources
 from fleet.images import ImageRef
-from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, UpgradeMode
+from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, ScaleSetExtension, UpgradeMode
 from fleet.selectors import pinned_version_missing, target_image
-from fleet.services import instances_select
+from fleet.services import instances_add, instances_remove, instances_select
 from fleet.versions import parse_version
 from upgrades import events
 from upgrades.errors import NothingToUpgrade, OperationNotAllowed, ScaleSetBusy
@@ -39,6 +39,7 @@ from upgrades.models import (
     UpgradeRun,
 )
 from upgrades.planner import Candidate, Policy, plan_batches
+from upgrades.rollouts import extension_needs
 
 NO_RUN_TO_CANCEL = "There is no ongoing Rolling Upgrade to cancel."
 _OS_KINDS = {Kind.AUTOMATIC_OS, Kind.MANUAL_OS}
@@ -344,6 +345,24 @@ def os_upgrade_now(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUs
     return run_start(scale_set=scale_set, kind=Kind.MANUAL_OS, actor=actor)
 
 
+def extension_upgrade_now(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None = None) -> UpgradeRun:
+    """POST extensionRollingUpgrade: every extension of the set that opted in to automatic
+    upgrades (enableAutomaticUpgrade) and has a newer release of its major version goes to
+    the newest, in one run under the rolling policy (R-EXT-1)."""
+    wanted: dict[str, str] = {}
+    for needs in extension_needs(clock.now(), [scale_set]).values():
+        for need in needs:
+            for name, version in need.extensions.items():
+                if name not in wanted or parse_version(version) > parse_version(wanted[name]):
+                    wanted[name] = version
+    if not wanted:
+        raise NothingToUpgrade(
+            f"No extension of {scale_set.name} has a newer version to upgrade to "
+            "(only extensions with enableAutomaticUpgrade are upgraded this way)."
+        )
+    return run_start(scale_set=scale_set, kind=Kind.EXTENSION, actor=actor, extensions=wanted)
+
+
 def _choose(
     scale_set: ScaleSet,
     instance_ids: Sequence[int | str] | str,
@@ -392,11 +411,17 @@ MODEL_FIELDS = {"image_publisher", "image_offer", "image_sku", "image_version", 
 
 
 def update_model(
-    *, scale_set: ScaleSet, changes: dict[str, Any], actor: AbstractBaseUser | AnonymousUser | None = None
+    *,
+    scale_set: ScaleSet,
+    changes: dict[str, Any],
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    extensions_changed: bool = False,
 ) -> UpgradeRun | None:
     """R-MODE-1: change the model, raise its version, then act by upgrade mode: Automatic
     upgrades every instance at once, Rolling starts a rolling model upgrade, Manual waits for
-    an operator. Returns the run started, if any."""
+    an operator. Returns the run started, if any. `extensions_changed`: the caller already
+    changed the extension profile in this transaction (scale_set_update), which is a model
+    change too."""
     unknown = set(changes) - MODEL_FIELDS
     if unknown:
         raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
@@ -405,7 +430,7 @@ def update_model(
     callers = scale_set
     scale_set = ScaleSet.objects.select_related("region").get(pk=scale_set.pk)
     changed = {k: v for k, v in changes.items() if getattr(scale_set, k) != v}
-    if not changed:
+    if not changed and not extensions_changed:
         raise ValidationError("Nothing changed in the model.")
     if (
         scale_set.upgrade_mode != UpgradeMode.MANUAL
@@ -470,3 +495,144 @@ def automatic_os_upgrade_set(
     for name in fields:
         setattr(scale_set, name, getattr(fresh, name))
     return fresh
+
+
+# --- PUT and PATCH of a whole scale set (the API) --------------------------------------------------
+
+# Upgrade policy, health probe and OS settings: saved as they are, no new model version
+# (changing how upgrades happen does not change what instances run).
+SETTINGS_FIELDS = {
+    "upgrade_mode",
+    "max_batch_instance_percent",
+    "max_unhealthy_instance_percent",
+    "max_unhealthy_upgraded_instance_percent",
+    "pause_time_between_batches",
+    "enable_cross_zone_upgrade",
+    "prioritize_unhealthy_instances",
+    "rollback_failed_instances_on_policy_breach",
+    "max_surge",
+    "enable_automatic_os_upgrade",
+    "disable_automatic_rollback",
+    "use_rolling_upgrade_policy",
+    "os_rolling_upgrade_deferral",
+    "health_probe_protocol",
+    "health_probe_port",
+    "health_probe_path",
+    "health_probe_interval_seconds",
+    "enable_automatic_updates",
+    "single_placement_group",
+}
+# Extension properties that say how an extension is upgraded, not what is installed.
+EXTENSION_SETTINGS_FIELDS = {"enable_automatic_upgrade", "auto_upgrade_minor_version"}
+EXTENSION_MODEL_FIELDS = {"publisher", "type", "type_handler_version", "provision_after_extensions", "settings"}
+
+
+def scale_set_update(
+    *,
+    scale_set: ScaleSet,
+    settings: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    extensions: list[dict[str, Any]] | None = None,
+    capacity: int | None = None,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> UpgradeRun | None:
+    """Apply an update of the whole set (ARM PUT or PATCH) all or nothing, in one transaction:
+
+    1. settings (upgrade policy, health probe, OS settings): saved, no new model version;
+    2. capacity: scale out on the current model, or in (the newest instances; refused while
+       a run rolls forward, it may be upgrading them);
+    3. extensions (the complete new list, when given): enableAutomaticUpgrade and
+       autoUpgradeMinorVersion are settings; anything else added, removed or changed is a
+       model change;
+    4. the model (image, VM size) and extension changes: one new model version, acted on by
+       the (new) upgrade mode (update_model, R-MODE-1).
+    Then the whole is checked (one health source, R-H-1; R-AUTO-1 while automatic OS
+    upgrades are on) before the run, if any, starts. Any refusal leaves everything as it was.
+    """
+    with transaction.atomic():
+        fresh = ScaleSet.objects.select_for_update().select_related("region").get(pk=scale_set.pk)
+        if settings:
+            _settings_apply(fresh, settings)
+        if capacity is not None and capacity != fresh.capacity:
+            _capacity_set(fresh, capacity)
+        extensions_changed = extensions is not None and _extensions_replace(fresh, extensions)
+        rows = list(fresh.extensions.all())
+        validate_health_sources(fresh, rows)
+        if fresh.enable_automatic_os_upgrade:
+            validate_automatic_os_upgrade(fresh, rows)
+        changes = {name: value for name, value in (model or {}).items() if getattr(fresh, name) != value}
+        run = None
+        if changes or extensions_changed:
+            run = update_model(scale_set=fresh, changes=changes, actor=actor, extensions_changed=extensions_changed)
+        fleet_events.scale_set_changed(fresh.pk)
+    return run
+
+
+def _settings_apply(scale_set: ScaleSet, settings: dict[str, Any]) -> None:
+    unknown = set(settings) - SETTINGS_FIELDS
+    if unknown:
+        raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
+    turning_on = settings.get("enable_automatic_os_upgrade") is True and not scale_set.enable_automatic_os_upgrade
+    for name, value in settings.items():
+        setattr(scale_set, name, value)
+    if turning_on:
+        # The first automatic rollout after enabling may wait longer (R-AUTO-2).
+        scale_set.automatic_os_upgrade_enabled_at = clock.now()
+    scale_set.full_clean()
+    scale_set.save()
+
+
+def _capacity_set(scale_set: ScaleSet, capacity: int) -> None:
+    current = scale_set.capacity
+    scale_set.capacity = capacity
+    scale_set.full_clean()  # the placement-group limits
+    if capacity < current:
+        if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
+            raise ScaleSetBusy(_busy(scale_set) + " Scaling in would remove instances it may be upgrading.")
+        instances_remove(scale_set, current - capacity)
+    else:
+        instances_add(scale_set, capacity - current)
+    scale_set.save(update_fields=["capacity"])
+
+
+def _extensions_replace(scale_set: ScaleSet, specs: list[dict[str, Any]]) -> bool:
+    """Make the set's extensions those of `specs` (ScaleSetExtension field values); returns
+    whether the model changed. protected_settings left out keep their value: they are never
+    read back, so a client sending back what it read must not erase them."""
+    current = {ext.name: ext for ext in scale_set.extensions.all()}
+    names = [spec["name"] for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValidationError({"extensions": "Two extensions have the same name."})
+    model_changed = bool(set(current) - set(names))
+    for spec in specs:
+        ext = current.get(spec["name"]) or ScaleSetExtension(scale_set=scale_set, name=spec["name"])
+        if ext.pk is None:
+            model_changed = True
+        for field, value in spec.items():
+            if field in EXTENSION_MODEL_FIELDS | {"protected_settings"} and getattr(ext, field) != value:
+                model_changed = True
+            if field == "type_handler_version" and value != ext.type_handler_version:
+                ext.auto_upgraded_version = ""  # the model names a version again
+            setattr(ext, field, value)
+        try:
+            ext.full_clean(exclude=["scale_set"])
+        except ValidationError as error:
+            raise ValidationError({"extensions": [f"Extension {ext.name}: {m}" for m in error.messages]}) from None
+        ext.save()
+    ScaleSetExtension.objects.filter(scale_set=scale_set).exclude(name__in=names).delete()
+    missing = [name for spec in specs for name in spec.get("provision_after_extensions", []) if name not in names]
+    if missing:
+        raise ValidationError({"provision_after_extensions": f"No extension named {', '.join(sorted(missing))}."})
+    return model_changed
+
+
+def scale_set_delete(*, scale_set: ScaleSet) -> None:
+    """Delete a set with its instances, disks and history. Refused while a run rolls
+    forward: cancel it first (an operator deleting a set mid-upgrade has most likely picked
+    the wrong one)."""
+    with transaction.atomic():
+        if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
+            raise ScaleSetBusy(_busy(scale_set) + " Cancel it before deleting the set.")
+        pk = scale_set.pk
+        scale_set.delete()
+        fleet_events.scale_set_changed(pk)

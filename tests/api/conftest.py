@@ -1,3 +1,4 @@
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,11 +36,25 @@ class ApiClient:
             params["api-version"] = api_version
         return self.client.get(path, params, headers=self._headers())
 
-    def post(self, path: str, body: bytes = b"{}", *, api_version: str = API_VERSION) -> Any:
+    def post(self, path: str, body: Any = b"{}", *, api_version: str = API_VERSION) -> Any:
+        return self.send("post", path, body, api_version=api_version)
+
+    def put(self, path: str, body: Any, *, api_version: str = API_VERSION) -> Any:
+        return self.send("put", path, body, api_version=api_version)
+
+    def patch(self, path: str, body: Any, *, api_version: str = API_VERSION) -> Any:
+        return self.send("patch", path, body, api_version=api_version)
+
+    def delete(self, path: str, *, api_version: str = API_VERSION) -> Any:
+        return self.send("delete", path, b"", api_version=api_version)
+
+    def send(self, method: str, path: str, body: Any, *, api_version: str = API_VERSION) -> Any:
+        """`body`: bytes as they are, anything else as JSON."""
         separator = "&" if "?" in path else "?"
-        return self.client.post(
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return getattr(self.client, method)(
             f"{path}{separator}api-version={api_version}",
-            body,
+            data,
             content_type="application/json",
             headers=self._headers(),
         )

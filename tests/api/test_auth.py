@@ -206,7 +206,7 @@ def test_validation_error_on_one_field_is_400_with_target(operator_api: ApiClien
     assert _error(response) == {
         "code": "InvalidParameter",
         "message": "Must be from 5 to 100.",
-        "target": "maxBatchInstancePercent",
+        "target": "properties.upgradePolicy.rollingUpgradePolicy.maxBatchInstancePercent",  # where the body holds it
     }
 
 
@@ -215,7 +215,7 @@ def test_validation_errors_on_several_fields_are_details(operator_api: ApiClient
     error = _error(operator_api.post("/test-write", b'{"do": "invalid-many"}'))
     assert error["code"] == "InvalidParameter"
     assert {(d["target"], d["message"]) for d in error["details"]} == {
-        ("capacity", "Too big."),
+        ("sku.capacity", "Too big."),
         ("zones", "Unknown zone 9."),
     }
 
