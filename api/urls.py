@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import actions, arm, catalog_urls, pages, views
+from api import actions, arm, catalog_urls, openapi, pages, views
 
 SCALE_SETS = "providers/Microsoft.Compute/virtualMachineScaleSets"
 GROUP = "subscriptions/<str:subscription_id>/resourceGroups/<str:resource_group>"
@@ -10,6 +10,7 @@ app_name = "api"
 urlpatterns = [
     path("api-tokens/", pages.token_list, name="token-list"),
     path("api-tokens/<int:token_id>/revoke", pages.token_revoke_view, name="token-revoke"),
+    path("console/api/openapi.json", openapi.openapi_view, name="openapi"),
     path("subscriptions", views.subscription_list, name="subscription-list"),
     path(f"subscriptions/<str:subscription_id>/{SCALE_SETS}", views.scale_set_list, name="scale-set-list-all"),
     path(f"{GROUP}/{SCALE_SETS}", views.scale_set_list, name="scale-set-list"),
