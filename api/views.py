@@ -20,10 +20,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _list(request: HttpRequest, value: list[Any], next_after: int | None) -> HttpResponse:
-    """ARM's list envelope; nextLink is absolute and keeps the caller's api-version."""
+    """ARM's list envelope; nextLink is absolute and keeps the caller's query (api-version,
+    $expand)."""
     body: dict[str, Any] = {"value": value}
     if next_after is not None:
-        query = urlencode({"api-version": request.GET["api-version"], "$skiptoken": str(next_after)}, safe="$")
+        kept = {name: value for name, value in request.GET.items() if name != "$skiptoken"}  # api-version, $expand
+        query = urlencode({**kept, "$skiptoken": str(next_after)}, safe="$")
         body["nextLink"] = request.build_absolute_uri(f"{request.path}?{query}")
     return arm_json(body)
 
@@ -112,11 +114,24 @@ def scale_set_instance_view(request: HttpRequest, subscription_id: str, resource
     )
 
 
+def _expand_instance_view(request: HttpRequest) -> bool:
+    return request.GET.get("$expand", "").lower() == "instanceview"
+
+
 @arm_view(write=False)
 def vm_list(request: HttpRequest, subscription_id: str, resource_group: str, name: str) -> HttpResponse:
     scale_set = selectors.scale_set_get(subscription_id=subscription_id, resource_group=resource_group, name=name)
     page = selectors.instance_page(scale_set=scale_set, after=_after(request), size=settings.API_PAGE_SIZE)
-    value = [shapes.virtual_machine(vm, scale_set, vm.data_disks.all()) for vm in page.rows]
+    extensions = selectors.extensions_of(scale_set) if _expand_instance_view(request) else None
+    value = [
+        shapes.virtual_machine(
+            vm,
+            scale_set,
+            vm.data_disks.all(),
+            instance_view=shapes.vm_instance_view(vm, scale_set, extensions) if extensions is not None else None,
+        )
+        for vm in page.rows
+    ]
     return _list(request, value, page.next_after)
 
 
@@ -127,7 +142,7 @@ def vm_get(
     scale_set = selectors.scale_set_get(subscription_id=subscription_id, resource_group=resource_group, name=name)
     vm = selectors.instance_get(scale_set=scale_set, instance_id=instance_id)
     instance_view = None
-    if request.GET.get("$expand") == "instanceView":
+    if _expand_instance_view(request):
         instance_view = shapes.vm_instance_view(vm, scale_set, selectors.extensions_of(scale_set))
     return arm_json(shapes.virtual_machine(vm, scale_set, vm.data_disks.all(), instance_view=instance_view))
 
