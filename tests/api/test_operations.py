@@ -17,7 +17,8 @@ from upgrades.models import Kind, RunStatus, UpgradeRun
 
 pytestmark = pytest.mark.django_db
 
-SETS = f"/subscriptions/{factories.SUBSCRIPTION}/resourceGroups/rg-test/providers/Microsoft.Compute/virtualMachineScaleSets"
+GROUP = f"/subscriptions/{factories.SUBSCRIPTION}/resourceGroups/rg-test"
+SETS = f"{GROUP}/providers/Microsoft.Compute/virtualMachineScaleSets"
 
 
 def poll(api: ApiClient, url: str) -> dict:
@@ -52,19 +53,25 @@ def test_os_rolling_upgrade_is_a_long_running_operation_that_ends_with_its_run(
     assert f"/subscriptions/{factories.SUBSCRIPTION}/providers/Microsoft.Compute/locations/eastus/operations/" in (
         status_url
     )
-    assert str(operation.id) in status_url and "api-version=2024-07-01" in status_url
+    assert str(operation.id) in status_url
+    assert "api-version=2024-07-01" in status_url
     run = UpgradeRun.objects.get()
-    assert run.kind == Kind.MANUAL_OS and operation.run == run
+    assert run.kind == Kind.MANUAL_OS
+    assert operation.run == run
 
     body = poll(operator_api, status_url).json()
-    assert body["status"] == "InProgress" and body["name"] == str(operation.id) and "endTime" not in body
+    assert body["status"] == "InProgress"
+    assert body["name"] == str(operation.id)
+    assert "endTime" not in body
     assert poll(operator_api, monitor_url).status_code == 202
 
     drive(run)
     body = poll(operator_api, status_url).json()
-    assert body["status"] == "Succeeded" and "endTime" in body
+    assert body["status"] == "Succeeded"
+    assert "endTime" in body
     monitor = poll(operator_api, monitor_url)
-    assert monitor.status_code == 200 and monitor.content == b""
+    assert monitor.status_code == 200
+    assert monitor.content == b""
 
 
 def test_a_faulted_run_fails_its_operation_with_the_run_error(operator_api: ApiClient, drive) -> None:
@@ -141,7 +148,8 @@ def test_nothing_to_upgrade_is_409_and_no_run(operator_api: ApiClient) -> None:
     response = operator_api.post(f"{SETS}/web/osRollingUpgrade")
     assert response.status_code == 409
     assert "Nothing to upgrade" in response.json()["error"]["message"]
-    assert not UpgradeRun.objects.exists() and not Operation.objects.exists()
+    assert not UpgradeRun.objects.exists()
+    assert not Operation.objects.exists()
 
 
 def test_manualupgrade_brings_the_named_instances_to_the_latest_model_r_man_1(operator_api: ApiClient, drive) -> None:
@@ -152,7 +160,8 @@ def test_manualupgrade_brings_the_named_instances_to_the_latest_model_r_man_1(op
     response = operator_api.post(f"{SETS}/web/manualupgrade", {"instanceIds": ["1", "4"]})
     assert response.status_code == 202
     run = drive(UpgradeRun.objects.get())
-    assert run.kind == Kind.MANUAL and run.status == RunStatus.COMPLETED
+    assert run.kind == Kind.MANUAL
+    assert run.status == RunStatus.COMPLETED
     applied = dict(Instance.objects.values_list("instance_id", "model_version"))
     assert applied == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1}
     assert poll(operator_api, response["Azure-AsyncOperation"]).json()["status"] == "Succeeded"
@@ -174,7 +183,8 @@ def test_manualupgrade_refuses_bad_instance_ids_by_name(operator_api: ApiClient,
     response = operator_api.post(f"{SETS}/web/manualupgrade", body)
     assert response.status_code == 400
     assert response.json()["error"]["target"] == target
-    assert not UpgradeRun.objects.exists() and not Operation.objects.exists()
+    assert not UpgradeRun.objects.exists()
+    assert not Operation.objects.exists()
 
 
 @pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"{not json", b"42"])
@@ -193,7 +203,8 @@ def test_reimage_is_done_when_the_driver_has_nothing_left_r_man_2(operator_api: 
     assert Operation.objects.get().instance_ids == [0, 2]
     assert poll(operator_api, response["Azure-AsyncOperation"]).json()["status"] == "InProgress"
     disks = dict(Instance.objects.values_list("instance_id", "os_disk"))
-    assert disks[0].endswith("_OsDisk_2") and disks[1].endswith("_OsDisk_1")
+    assert disks[0].endswith("_OsDisk_2")
+    assert disks[1].endswith("_OsDisk_1")
 
     finish_driver_work(frozen_clock)
     assert poll(operator_api, response["Azure-AsyncOperation"]).json()["status"] == "Succeeded"
@@ -231,7 +242,8 @@ def test_extension_rolling_upgrade_takes_opted_in_extensions_to_their_newest_r_e
     response = operator_api.post(f"{SETS}/web/extensionRollingUpgrade")
     assert response.status_code == 202
     run = drive(UpgradeRun.objects.get())
-    assert run.kind == Kind.EXTENSION and run.target_extensions == {"HealthExtension": "2.1"}
+    assert run.kind == Kind.EXTENSION
+    assert run.target_extensions == {"HealthExtension": "2.1"}
     assert poll(operator_api, response["Azure-AsyncOperation"]).json()["status"] == "Succeeded"
 
     again = operator_api.post(f"{SETS}/web/extensionRollingUpgrade")
@@ -243,7 +255,8 @@ def test_viewers_cannot_act(viewer_api: ApiClient) -> None:
     for action in ("osRollingUpgrade", "rollingUpgrades/cancel", "reimage", "start", "poweroff"):
         response = viewer_api.post(f"{SETS}/web/{action}")
         assert response.status_code == 403, action
-    assert not UpgradeRun.objects.exists() and not Operation.objects.exists()
+    assert not UpgradeRun.objects.exists()
+    assert not Operation.objects.exists()
 
 
 def test_an_unknown_operation_is_404(viewer_api: ApiClient) -> None:

@@ -230,13 +230,15 @@ def test_sdk_creates_updates_upgrades_cancels_and_reads_history(live_server: Any
             ),
         ),
     ).result(timeout=30)
-    assert updated.sku.name == "Standard_D4s_v3" and updated.properties.upgrade_policy.mode == "Manual"
+    assert updated.sku.name == "Standard_D4s_v3"
+    assert updated.properties.upgrade_policy.mode == "Manual"
     ud0 = [
         vm.instance_id
         for vm in client.virtual_machine_scale_set_vms.list("rg-test", "sdk-made", expand="instanceView")
         if vm.properties.instance_view.platform_update_domain == 0
     ]
-    assert ud0 and all(
+    assert ud0
+    assert all(
         not vm.properties.latest_model_applied
         for vm in client.virtual_machine_scale_set_vms.list("rg-test", "sdk-made")
     )

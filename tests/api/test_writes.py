@@ -15,7 +15,8 @@ from upgrades.models import Kind, RunStatus, UpgradeRun
 
 pytestmark = pytest.mark.django_db
 
-SETS = f"/subscriptions/{factories.SUBSCRIPTION}/resourceGroups/rg-test/providers/Microsoft.Compute/virtualMachineScaleSets"
+GROUP = f"/subscriptions/{factories.SUBSCRIPTION}/resourceGroups/rg-test"
+SETS = f"{GROUP}/providers/Microsoft.Compute/virtualMachineScaleSets"
 
 
 def new_set_body(**overrides: Any) -> dict[str, Any]:
@@ -66,7 +67,9 @@ def test_put_creates_a_scale_set_201_and_get_reads_it_back(operator_api: ApiClie
     response = operator_api.put(f"{SETS}/api-made", new_set_body())
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["name"] == "api-made" and body["sku"]["capacity"] == 4 and body["zones"] == ["1", "2"]
+    assert body["name"] == "api-made"
+    assert body["sku"]["capacity"] == 4
+    assert body["zones"] == ["1", "2"]
     assert body["properties"]["upgradePolicy"]["rollingUpgradePolicy"]["maxBatchInstancePercent"] == 50
     scale_set = ScaleSet.objects.get(name="api-made")
     assert scale_set.instances.count() == 4
@@ -96,7 +99,8 @@ def test_a_new_image_in_rolling_mode_starts_a_rolling_model_upgrade_r_mode_1(ope
     assert response.status_code == 200, response.content
     assert ScaleSet.objects.get().model_version == 2
     run = drive(UpgradeRun.objects.get())
-    assert run.kind == Kind.ROLLING_MODEL and run.status == RunStatus.COMPLETED
+    assert run.kind == Kind.ROLLING_MODEL
+    assert run.status == RunStatus.COMPLETED
     assert set(Instance.objects.values_list("os_image", flat=True)) == {factories.NEW_KEY}
     vms = operator_api.get(f"{SETS}/web/virtualMachines").json()["value"]
     assert all(vm["properties"]["latestModelApplied"] for vm in vms)
@@ -111,7 +115,8 @@ def test_patch_changes_only_what_it_names(operator_api: ApiClient) -> None:
     assert response.status_code == 200, response.content
     scale_set = ScaleSet.objects.get()
     assert scale_set.max_unhealthy_instance_percent == 40
-    assert scale_set.max_batch_instance_percent == 20 and scale_set.model_version == 1
+    assert scale_set.max_batch_instance_percent == 20
+    assert scale_set.model_version == 1
 
 
 def test_patch_capacity_scales_out_and_in(operator_api: ApiClient) -> None:
@@ -226,7 +231,8 @@ def test_enabling_automatic_os_upgrades_is_refused_with_every_reason_r_auto_1(op
 def test_delete_removes_the_set_and_is_204_when_gone(operator_api: ApiClient) -> None:
     factories.scale_set("web", 3)
     assert operator_api.delete(f"{SETS}/web").status_code == 200
-    assert not ScaleSet.objects.exists() and not Instance.objects.exists()
+    assert not ScaleSet.objects.exists()
+    assert not Instance.objects.exists()
     assert operator_api.delete(f"{SETS}/web").status_code == 204
     assert operator_api.get(f"{SETS}/web").status_code == 404
 
@@ -272,12 +278,15 @@ def test_enabling_automatic_extension_upgrade_is_a_setting_not_a_model_change(op
     assert response.status_code == 200, response.content
     assert response.json()["properties"]["enableAutomaticUpgrade"] is True
     assert ScaleSetExtension.objects.get().enable_automatic_upgrade is True
-    assert ScaleSet.objects.get().model_version == 1 and not UpgradeRun.objects.exists()
+    assert ScaleSet.objects.get().model_version == 1
+    assert not UpgradeRun.objects.exists()
 
 
 def test_a_new_extension_is_a_model_change_r_mode_1(operator_api: ApiClient) -> None:
     factories.scale_set("web", 2)
-    body = {"properties": {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1"}}
+    body = {
+        "properties": {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1"}
+    }
     response = operator_api.put(f"{EXTENSIONS}/script", body)
     assert response.status_code == 201, response.content
     assert ScaleSet.objects.get().model_version == 2
@@ -311,7 +320,8 @@ def test_a_second_health_source_is_refused_r_h_1(operator_api: ApiClient) -> Non
     response = operator_api.put(f"{EXTENSIONS}/SecondHealth", body)
     assert response.status_code == 400
     assert "Only one Application Health extension" in response.json()["error"]["message"]
-    assert ScaleSetExtension.objects.count() == 1 and ScaleSet.objects.get().model_version == 1
+    assert ScaleSetExtension.objects.count() == 1
+    assert ScaleSet.objects.get().model_version == 1
 
 
 @pytest.mark.parametrize(
@@ -330,11 +340,13 @@ def test_bad_extensions_are_400_and_write_nothing(operator_api: ApiClient, body:
     factories.scale_set("web", 2)
     response = operator_api.put(f"{EXTENSIONS}/script", body)
     assert response.status_code == 400, response.content
-    assert not ScaleSetExtension.objects.exists() and ScaleSet.objects.get().model_version == 1
+    assert not ScaleSetExtension.objects.exists()
+    assert ScaleSet.objects.get().model_version == 1
 
 
 def test_extension_delete(operator_api: ApiClient) -> None:
     factories.scale_set("web", 2, extensions=[factories.APP_HEALTH_HTTP])
     assert operator_api.delete(f"{EXTENSIONS}/HealthExtension").status_code == 200
-    assert not ScaleSetExtension.objects.exists() and ScaleSet.objects.get().model_version == 2
+    assert not ScaleSetExtension.objects.exists()
+    assert ScaleSet.objects.get().model_version == 2
     assert operator_api.delete(f"{EXTENSIONS}/HealthExtension").status_code == 204
