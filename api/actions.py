@@ -32,7 +32,7 @@ def instance_ids_of(request: HttpRequest, *, required: bool) -> list[str] | str:
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise ArmError(400, "InvalidRequestContent", "The request body must be a JSON object.")
+        raise ArmError(400, "InvalidRequestContent", "The request body must be a JSON object.", target="$")
     ids = body.get("instanceIds")
     if ids is None:
         if required:

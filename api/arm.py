@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -78,13 +78,22 @@ def resource_not_found(resource_type: str, name: str, resource_group: str | None
 
 
 def json_body(request: HttpRequest) -> Any:
-    """The request body as JSON, or 400 InvalidRequestContent."""
+    """The request body as JSON, or 400 InvalidRequestContent (target `$`: the whole body).
+    Deep nesting is refused too (json.loads raises RecursionError for it, not ValueError),
+    and a body over DATA_UPLOAD_MAX_MEMORY_SIZE is 413."""
     try:
         return json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError) as error:
         raise ArmError(
-            400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: {error}."
+            400,
+            "InvalidRequestContent",
+            f"The request content was invalid and could not be deserialized: {error}.",
+            target="$",
         ) from None
+    except RecursionError:
+        raise ArmError(400, "InvalidRequestContent", "The request content is nested too deeply.", target="$") from None
+    except RequestDataTooBig:
+        raise ArmError(413, "RequestEntityTooLarge", "The request content is too large.", target="$") from None
 
 
 def camel_case(field: str) -> str:

@@ -148,7 +148,9 @@ class ScaleSetBody:
 def scale_set_body(body: Any, *, existing: ScaleSet | None) -> ScaleSetBody:
     """Read a VirtualMachineScaleSet body. `existing` is the set a PUT or PATCH updates."""
     if not isinstance(body, dict):
-        raise ArmError(400, "InvalidRequestContent", "The request body must be a JSON object (a scale set).")
+        raise ArmError(
+            400, "InvalidRequestContent", "The request body must be a JSON object (a scale set).", target="$"
+        )
     result = ScaleSetBody()
     _location(body, result, existing)
     for path, name, kind in PLAIN:
@@ -334,7 +336,7 @@ def extension_body(body: Any, *, path: str = "", name: str | None = None) -> dic
     the URL of PUT …/extensions/{name}; in a list it is the item's own `name`."""
     prefix = f"{path}." if path else ""
     if not isinstance(body, dict):
-        raise invalid(path or "extension", "An extension must be a JSON object.")
+        raise invalid(path or "$", "An extension must be a JSON object.")
     if name is None:
         name = body.get("name")
         if not isinstance(name, str):

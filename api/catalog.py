@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -69,17 +69,8 @@ def invalid(target: str, message: str) -> ArmError:
 
 
 def body_object(request: HttpRequest) -> Fields:
-    """The request body, which must be a JSON object; anything else is a 400 with target `$`.
-    (Deep nesting is refused here too: json.loads raises RecursionError, not ValueError.)"""
-    try:
-        data = json_body(request)
-    except ArmError as error:
-        error.target = ROOT
-        raise
-    except RecursionError:
-        raise ArmError(400, "InvalidRequestContent", "The request content is nested too deeply.", target=ROOT) from None
-    except RequestDataTooBig:
-        raise ArmError(413, "RequestEntityTooLarge", "The request content is too large.", target=ROOT) from None
+    """The request body, which must be a JSON object; anything else is a 400 with target `$`."""
+    data = json_body(request)
     if not isinstance(data, dict):
         raise ArmError(
             400, "InvalidRequestContent", f"The request content must be a JSON object, not {_kind(data)}.", target=ROOT
@@ -350,7 +341,7 @@ def _top(request: HttpRequest) -> int | None:
     raw = request.GET.get("$top")
     if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= LARGEST_TOP:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= LARGEST_TOP:
         raise invalid("$top", f"$top must be a whole number from 1 to {LARGEST_TOP} (got '{raw}').")
     return int(raw)
 

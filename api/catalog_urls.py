@@ -39,5 +39,6 @@ urlpatterns: list[URLPattern] = [
     path(f"{CONSOLE_SET}/maintenance", console.maintenance_set, name="console-maintenance"),
     path(f"{CONSOLE_SET}/runs", console.scale_set_runs, name="console-scale-set-runs"),
     # last: anything else under /console/api answers ARM's 404, not an HTML page
-    re_path(r"^console/api(?P<rest>/.*)?$", arm.unknown_path, name="console-unknown-path"),
+    # [\s\S], not ".": a newline in the path must not fall through to an HTML 404.
+    re_path(r"^console/api(?P<rest>/[\s\S]*)?$", arm.unknown_path, name="console-unknown-path"),
 ]

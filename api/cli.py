@@ -252,7 +252,8 @@ def _steps(path: str) -> list[str | int | tuple[str, str]]:
             steps.append(match[1])
         for index in _INDEX.findall(match[2]):
             key, equals, value = index.partition("=")
-            steps.append((key, value) if equals else int(index) if index.lstrip("-").isdigit() else index)
+            number = index.removeprefix("-")
+            steps.append((key, value) if equals else int(index) if number.isascii() and number.isdigit() else index)
     return steps
 
 

@@ -288,7 +288,7 @@ def _instance_ids(body: Fields) -> list[int | str] | str:
         path = f"instanceIds[{index}]"
         if isinstance(item, bool) or not isinstance(item, int | str):
             raise invalid(path, f'\'{path}\' must be an instance id like "3" (or "*" for all).')
-        if str(item).isdigit() and int(item) > LARGEST_INSTANCE_ID:
+        if str(item).isascii() and str(item).isdigit() and int(item) > LARGEST_INSTANCE_ID:
             raise invalid(path, f"'{path}': {item} is not an instance id.")
     return list(items)
 
@@ -375,7 +375,7 @@ def run_get(run_id: str) -> UpgradeRun:
     """The run with its set and actor (one query), or 404."""
     found = (
         UpgradeRun.objects.select_related("scale_set", "actor").filter(pk=int(run_id)).first()
-        if run_id.isdigit() and int(run_id) <= LARGEST_INTEGER
+        if run_id.isascii() and run_id.isdigit() and int(run_id) <= LARGEST_INTEGER
         else None
     )
     if found is None:

@@ -28,7 +28,7 @@ def parse_skiptoken(value: str | None) -> int | None:
     """`$skiptoken` is the last key of the previous page (opaque to clients)."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ValidationError({"$skiptoken": "The $skiptoken is not one this API issued; follow nextLink as given."})
     return int(value)
 
@@ -107,7 +107,7 @@ def instance_get(*, scale_set: ScaleSet, instance_id: str) -> Instance:
         Instance.objects.filter(scale_set=scale_set, instance_id=int(instance_id))
         .prefetch_related("data_disks")
         .first()
-        if instance_id.isdigit()
+        if instance_id.isascii() and instance_id.isdigit()
         else None
     )
     if found is None:

@@ -42,5 +42,6 @@ urlpatterns = [
     ),
     *catalog_urls.urlpatterns,
     # last: anything else under /subscriptions answers ARM's 404, not an HTML page
-    re_path(r"^subscriptions(?P<rest>/.*)?$", arm.unknown_path, name="unknown-path"),
+    # [\s\S], not ".": a newline in the path must not fall through to an HTML 404.
+    re_path(r"^subscriptions(?P<rest>/[\s\S]*)?$", arm.unknown_path, name="unknown-path"),
 ]

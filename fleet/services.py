@@ -279,7 +279,7 @@ def instances_select(scale_set: ScaleSet, instance_ids: Sequence[int | str] | st
         return list(rows)
     wanted: set[int] = set()
     for raw in instance_ids:
-        if isinstance(raw, bool) or not str(raw).isdigit():
+        if isinstance(raw, bool) or not (str(raw).isascii() and str(raw).isdigit()):
             raise ValidationError({"instance_ids": f"'{raw}' is not an instance id."})
         wanted.add(int(raw))
     found = list(rows.filter(instance_id__in=wanted))

@@ -12,7 +12,7 @@ _PART_WIDTH = 12  # digits per part in the sortable key; Azure versions fit in 1
 def parse_version(version: str) -> tuple[int, ...]:
     """`1.2.30` -> (1, 2, 30); anything but dot-separated whole numbers is refused."""
     parts = version.split(".")
-    if not version or not all(part.isdigit() for part in parts):
+    if not version or not all(part.isascii() and part.isdigit() for part in parts):
         raise ValidationError(
             f"'{version}' is not a version: use whole numbers separated by dots, like 1.0.0 or 2016.127.20180613.",
             code="invalid_version",

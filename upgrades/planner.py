@@ -126,7 +126,7 @@ def plan_batches(candidates: Sequence[Candidate], policy: Policy, *, set_instanc
 
 
 def _zone_order(zone: str) -> tuple[int, str]:
-    return (int(zone), zone) if zone.isdigit() else (10**6, zone)
+    return (int(zone), zone) if zone.isascii() and zone.isdigit() else (10**6, zone)
 
 
 def exceeds(count: int, total: int, max_percent: int) -> bool:

@@ -263,7 +263,7 @@ def _add_steps(rollout: Rollout, phase: int, region: Region, sets: list[ScaleSet
 
 
 def _zone_order(zone: str) -> tuple[int, str]:
-    return (int(zone), zone) if zone.isdigit() else (10**6, zone)
+    return (int(zone), zone) if zone.isascii() and zone.isdigit() else (10**6, zone)
 
 
 # --- moving a rollout forward ----------------------------------------------------------------------

@@ -433,7 +433,7 @@ def _provision_order(extensions: list[ScaleSetExtension]) -> list[ScaleSetExtens
 def _next_os_disk(instance: Instance) -> str:
     """OS disks are named <set>_<id>_OsDisk_<n>, n counting every disk the instance had."""
     prefix, _, number = instance.os_disk.rpartition("_")
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         return f"{instance.os_disk}_OsDisk_2"
     return f"{prefix}_{int(number) + 1}"
 

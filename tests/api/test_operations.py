@@ -187,7 +187,7 @@ def test_manualupgrade_refuses_bad_instance_ids_by_name(operator_api: ApiClient,
     assert not Operation.objects.exists()
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"{not json", b"42"])
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"{not json", b"42", b"[" * 50_000])
 def test_action_bodies_that_are_not_objects_are_400(operator_api: ApiClient, body: bytes) -> None:
     factories.scale_set("web", 3)
     response = operator_api.post(f"{SETS}/web/reimage", body)

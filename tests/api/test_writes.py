@@ -196,7 +196,7 @@ def test_bad_input_is_400_naming_the_property_and_writes_nothing(
     assert operator_api.get(f"{SETS}/web").json() == before
 
 
-@pytest.mark.parametrize("body", [b"[]", b"null", b'"x"', b"{", b"1e400"])
+@pytest.mark.parametrize("body", [b"[]", b"null", b'"x"', b"{", b"1e400", b"[" * 50_000, b"\xff"])
 def test_bodies_that_are_not_scale_sets_are_400(operator_api: ApiClient, published, body: bytes) -> None:
     response = operator_api.put(f"{SETS}/api-made", body)
     assert response.status_code == 400
