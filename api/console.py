@@ -100,6 +100,15 @@ def fault_profile_checked(*, target: str, faults: Faults, path: str = "") -> Fau
     return profile
 
 
+def fault_profile_of(target: str) -> FaultProfile | None:
+    return FaultProfile.objects.filter(target=target).first()
+
+
+def platform_image_key(image_version: PlatformImageVersion) -> str:
+    name = f"{image_version.publisher}/{image_version.offer}/{image_version.sku}"
+    return ImageRef(ImageSource.PLATFORM, name, image_version.version).key
+
+
 def fault_profile_json(profile: FaultProfile | None) -> dict[str, Any] | None:
     if profile is None:
         return None
@@ -238,8 +247,7 @@ def platform_image_version_publish(request: HttpRequest) -> HttpResponse:
             raise refusal(error, {}) from None
         if profile is not None:
             fault_profile_save(profile)
-    current = FaultProfile.objects.filter(target=key).first()
-    return arm_json(platform_image_json(image_version, current), status=200 if existed else 201)
+    return arm_json(platform_image_json(image_version, fault_profile_of(key)), status=200 if existed else 201)
 
 
 def extension_version_json(release: ExtensionVersion, profile: FaultProfile | None) -> dict[str, Any]:
@@ -269,8 +277,7 @@ def extension_version_publish(request: HttpRequest) -> HttpResponse:
             raise refusal(error, {}) from None
         if profile is not None:
             fault_profile_save(profile)
-    current = FaultProfile.objects.filter(target=key).first()
-    return arm_json(extension_version_json(release, current), status=200 if existed else 201)
+    return arm_json(extension_version_json(release, fault_profile_of(key)), status=200 if existed else 201)
 
 
 # --- maintenance ---------------------------------------------------------------------------------

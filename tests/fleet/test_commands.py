@@ -92,6 +92,7 @@ def test_publish_image_publishes_in_each_region_and_prints_the_version(regions, 
         "sku": "18.04-LTS",
         "version": "18.04.202402020",
         "publishedIn": [{"location": "eastus", "publishedAt": NOW}, {"location": "westus", "publishedAt": NOW}],
+        "faults": None,
     }
     for region in (regions["eastus"], regions["westus"]):
         found = latest_platform_version(
@@ -271,6 +272,8 @@ def test_publish_extension_version_releases_it_once(db, frozen_clock):
         "type": "ApplicationHealthLinux",
         "version": "2.1",
         "publishedAt": NOW,
+        "key": "Microsoft.ManagedServices.ApplicationHealthLinux@2.1",
+        "faults": None,
     }
     frozen_clock.advance(60)
     assert run(*command, "--version=2.1") == printed  # releasing again changes nothing

@@ -3,6 +3,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
 
+from api.console import extension_version_json, fault_profile_of
 from fleet import services
 from fleet.cli import ConsoleCommand, refusal
 
@@ -25,11 +26,5 @@ class Command(ConsoleCommand):
             )
         except ValidationError as error:
             raise refusal(error, headline="The extension version was not released:") from None
-        self.print_json(
-            {
-                "publisher": release.publisher,
-                "type": release.type,
-                "version": release.version,
-                "publishedAt": release.published_at,
-            }
-        )
+        # The API's JSON (SPEC 7): the same as POST /console/api/extensionVersions answers.
+        self.print_json(extension_version_json(release, fault_profile_of(release.key)))

@@ -4,9 +4,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
+from api.catalog import gallery_image_version, gallery_image_version_get
 from fleet import services
 from fleet.cli import ConsoleCommand, refusal, regions_named
-from fleet.models import Gallery, GalleryImage, GalleryImageVersion, ReplicationState
+from fleet.models import Gallery, GalleryImage
 
 
 class Command(ConsoleCommand):
@@ -49,7 +50,10 @@ class Command(ConsoleCommand):
                 headline="The gallery image version was not created:",
                 names={"name": "version", "target_regions": "targetRegions"},
             ) from None
-        self.print_json(gallery_image_version_json(version))
+        # The API's JSON (SPEC 7): the same as GET …/galleries/{g}/images/{i}/versions/{v} answers.
+        read = gallery_image_version_get(image=version.image, name=version.name)
+        assert read is not None  # just made
+        self.print_json(gallery_image_version(read, version.image))
 
 
 def _image(gallery_name: str, image_name: str, resource_group: str | None) -> GalleryImage:
@@ -69,35 +73,3 @@ def _image(gallery_name: str, image_name: str, resource_group: str | None) -> Ga
         names = ", ".join(gallery.images.order_by("name").values_list("name", flat=True)) or "none yet"
         raise CommandError(f"Gallery {gallery.name} has no image definition {image_name} (its images: {names}).")
     return image
-
-
-def gallery_image_version_json(version: GalleryImageVersion) -> dict[str, Any]:
-    """The ARM shape of a gallery image version (publishingProfile and replicationStatus)."""
-    replicas = list(version.replicas.select_related("region").order_by("region__name"))
-    done = all(r.state == ReplicationState.COMPLETED for r in replicas)
-    gallery = version.image.gallery
-    return {
-        "id": f"{version.image.resource_id}/versions/{version.name}",
-        "name": version.name,
-        "type": "Microsoft.Compute/galleries/images/versions",
-        "location": gallery.region.name,
-        "properties": {
-            "publishingProfile": {
-                "targetRegions": [{"name": r.region.name, "regionalReplicaCount": 1} for r in replicas],
-                "excludeFromLatest": version.exclude_from_latest,
-                "publishedDate": version.published_at,
-            },
-            "provisioningState": "Succeeded",
-            "replicationStatus": {
-                "aggregatedState": "Completed" if done else "InProgress",
-                "summary": [
-                    {
-                        "region": r.region.name,
-                        "state": r.state,
-                        "progress": 100 if r.state == ReplicationState.COMPLETED else 0,
-                    }
-                    for r in replicas
-                ],
-            },
-        },
-    }

@@ -3,9 +3,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
 
+from api.console import fault_profile_of, platform_image_json, platform_image_key
 from fleet import services
 from fleet.cli import ConsoleCommand, refusal, regions_named
-from fleet.models import PlatformImageVersion
 
 
 class Command(ConsoleCommand):
@@ -33,15 +33,5 @@ class Command(ConsoleCommand):
             )
         except ValidationError as error:
             raise refusal(error, headline="The image version was not published:") from None
-        self.print_json(image_version_json(image_version))
-
-
-def image_version_json(image_version: PlatformImageVersion) -> dict[str, Any]:
-    publications = image_version.publications.select_related("region").order_by("region__name")
-    return {
-        "publisher": image_version.publisher,
-        "offer": image_version.offer,
-        "sku": image_version.sku,
-        "version": image_version.version,
-        "publishedIn": [{"location": p.region.name, "publishedAt": p.published_at} for p in publications],
-    }
+        # The API's JSON (SPEC 7): the same as POST /console/api/platformImageVersions answers.
+        self.print_json(platform_image_json(image_version, fault_profile_of(platform_image_key(image_version))))
