@@ -265,3 +265,13 @@ def test_an_unknown_operation_is_404(viewer_api: ApiClient) -> None:
         response = viewer_api.get(f"{base}/{name}")
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "OperationNotFound"
+
+
+@pytest.mark.parametrize("capacity", [4, 40])
+def test_polling_an_operation_has_a_fixed_query_count(
+    operator_api: ApiClient, django_assert_num_queries, capacity: int
+) -> None:  # type: ignore[no-untyped-def]
+    factories.scale_set("web", capacity)
+    response = operator_api.post(f"{SETS}/web/reimage")
+    with django_assert_num_queries(4):  # token, groups, the operation, its instances' due work
+        assert poll(operator_api, response["Azure-AsyncOperation"]).json()["status"] == "InProgress"

@@ -326,3 +326,17 @@ def test_query_count_is_pinned_and_independent_of_instances(
     with django_assert_num_queries(QUERY_COUNTS[path]):
         response = viewer_api.get(path)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("capacity", [3, 40])
+def test_vm_list_with_instance_views_has_a_fixed_query_count(
+    viewer_api: ApiClient, django_assert_num_queries, capacity: int
+) -> None:  # type: ignore[no-untyped-def]
+    _web(capacity=capacity)
+    viewer_api.get("/subscriptions")
+    with django_assert_num_queries(6):  # the list's five, and the extensions once
+        response = viewer_api.get(f"{SETS}/web/virtualMachines", **{"$expand": "instanceView"})
+    assert response.status_code == 200
+    views = [vm["properties"]["instanceView"] for vm in response.json()["value"]]
+    assert len(views) == capacity
+    assert all(view["statuses"][0]["code"].startswith("ProvisioningState/") for view in views)
