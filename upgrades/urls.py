@@ -1,12 +1,13 @@
 from django.urls import path
 
-from upgrades import rollout_views, views
+from upgrades import replay_views, rollout_views, views
 
 app_name = "upgrades"
 urlpatterns = [
     path("history/", views.history, name="history"),
     path("scale-sets/<int:scale_set_id>/history/", views.scale_set_history, name="scale-set-history"),
     path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<int:run_id>/replay.json", replay_views.replay_data, name="run-replay"),
     # Operator actions (POST only): each redirects back to the scale-set page.
     path("scale-sets/<int:scale_set_id>/model/", views.model_change, name="model-change"),
     path("scale-sets/<int:scale_set_id>/manual-upgrade/", views.manual_upgrade, name="manual-upgrade"),
