@@ -20,6 +20,7 @@ from fleet.drivers import PowerAction
 from fleet.models import ImageSource, ScaleSet, UpgradeMode
 from upgrades.models import Kind, RunStatus, StartedBy
 from upgrades.selectors import ModelChoices
+from upgrades.whatif import Overrides
 
 # A scale set holds at most 1,000 instances; a longer list is a typo, not a request.
 MAX_INSTANCE_IDS = 1000
@@ -135,6 +136,30 @@ class RollingUpgradeForm(forms.Form):
         label="Pause (seconds)",
         help_text="Between batches, in simulated seconds; empty for the policy's pause.",
     )
+
+    def choices(self) -> tuple[int | None, float | None]:
+        """(batch size, pause seconds) as rolling_upgrade takes them; None: the policy's."""
+        pause = self.cleaned_data["pause_seconds"]
+        return self.cleaned_data["batch_size"], float(pause) if pause is not None else None
+
+
+class WhatIfForm(forms.Form):
+    """The what-if's assumption (upgrades.whatif): a share of the set never healthy on the
+    target, and its boot time. Empty: the target's fault profile, or the default boot time."""
+
+    failure_percent = forms.FloatField(
+        required=False, min_value=0, max_value=100, label="Never healthy (%)", help_text="0–100 % of the set"
+    )
+    boot_seconds = forms.FloatField(
+        required=False, min_value=0, max_value=3600, label="Boot (s)", help_text="simulated seconds, 0–3600"
+    )
+
+    def overrides(self) -> Overrides:
+        percent = self.cleaned_data.get("failure_percent")
+        return Overrides(
+            failure_share=None if percent is None else percent / 100,
+            boot_seconds=self.cleaned_data.get("boot_seconds"),
+        )
 
 
 class InstancesForm(forms.Form):

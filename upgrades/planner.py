@@ -86,6 +86,23 @@ def batch_size(instance_count: int, policy: Policy) -> int:
     return max(1, instance_count * policy.max_batch_instance_percent // 100)
 
 
+def batch_size_explained(instance_count: int, policy: Policy) -> str:
+    """How batch_size rounded, in words (the plan preview shows it): e.g. '20 % of 23
+    instances = 4.6 → 4 per batch'. Follows batch_size branch by branch."""
+    size = batch_size(instance_count, policy)
+    if policy.all_at_once:
+        return f"all {instance_count} at once (one batch)"
+    if policy.batch_size is not None:
+        return f"{size} per batch (chosen by the operator)"
+    if instance_count <= 5:
+        return f"{instance_count} instances (5 or fewer): 1 per batch"
+    exact = instance_count * policy.max_batch_instance_percent / 100
+    rounded = instance_count * policy.max_batch_instance_percent // 100
+    shown = f"{exact:.2f}".rstrip("0").rstrip(".")
+    floor = "" if rounded == size else f" rounded down to {rounded}, at least 1:"
+    return f"{policy.max_batch_instance_percent} % of {instance_count} instances = {shown} →{floor} {size} per batch"
+
+
 def plan_batches(candidates: Sequence[Candidate], policy: Policy, *, set_instance_count: int | None = None) -> Plan:
     """Cut the candidates into batches (R-BATCH-1, R-BATCH-2).
 
@@ -132,6 +149,12 @@ def _zone_order(zone: str) -> tuple[int, str]:
 def exceeds(count: int, total: int, max_percent: int) -> bool:
     """'More than max_percent % of total' in whole numbers (no float rounding surprises)."""
     return total > 0 and count * 100 > max_percent * total
+
+
+def tolerated(total: int, max_percent: int) -> int:
+    """The most instances out of `total` that do not exceed `max_percent` (so one more
+    stops the run): the gates as an absolute count, as `exceeds` counts them."""
+    return max_percent * total // 100
 
 
 def gate_before_batch(*, first: bool, unhealthy: int, total: int, policy: Policy) -> str | None:

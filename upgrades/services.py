@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
@@ -38,7 +39,7 @@ from upgrades.models import (
     UpgradeBatch,
     UpgradeRun,
 )
-from upgrades.planner import Candidate, Policy, plan_batches
+from upgrades.planner import Candidate, Plan, Policy, plan_batches
 from upgrades.rollouts import extension_needs
 
 NO_RUN_TO_CANCEL = "There is no ongoing Rolling Upgrade to cancel."
@@ -73,26 +74,38 @@ def policy_for(
     )
 
 
-def run_start(
+@dataclass(frozen=True)
+class PlannedRun:
+    """What a run would be: its target, policy and batches, computed before anything is
+    written. `run_start` writes exactly this; the plan preview (upgrades.preview) shows it."""
+
+    scale_set: ScaleSet
+    kind: str
+    target: ImageRef
+    policy: Policy
+    plan: Plan
+    scope: list[Instance]  # the chosen instances (the whole set unless instance ids narrow it)
+    every: list[Instance]  # every instance of the set, by id (the gates count over all of them)
+    previous_extensions: dict[str, str]
+
+
+def plan_for(
     *,
     scale_set: ScaleSet,
     kind: str,
-    actor: AbstractBaseUser | AnonymousUser | None = None,
-    started_by: str = StartedBy.USER,
     instance_ids: Sequence[int | str] | str | None = None,
     batch_size: int | None = None,
     pause_seconds: float | None = None,
     all_at_once: bool = False,
     image: ImageRef | None = None,
     extensions: dict[str, str] | None = None,
-) -> UpgradeRun:
-    """Validate, snapshot the policy, plan the batches and write the run in one transaction.
+) -> PlannedRun:
+    """Validate and plan a run without writing anything: the ONE computation of candidates,
+    policy and batches that both `run_start` and the plan preview use, so what an operator
+    confirms is what runs (R-BATCH-1, R-BATCH-2).
 
-    R-ONE-1: refused with OperationNotAllowed while another run rolls forward on the set; the
-    partial unique constraint makes that hold for concurrent starts too. `instance_ids`
-    narrows the run to those instances (manual upgrades; '*' for all). `image` pins the
-    target (a rollout's version; by default the model's image, 'latest' resolved now).
-    An extension upgrade installs `extensions` ({name: version}) and leaves the OS disk.
+    Refuses like run_start: ValidationError for bad input, NothingToUpgrade when no batch
+    would hold an instance. Queries do not grow with the number of instances.
     """
     if kind not in Kind.values:
         raise ValidationError({"kind": f"'{kind}' is not a kind of upgrade."})
@@ -115,10 +128,64 @@ def run_start(
     plan = plan_batches(candidates, policy, set_instance_count=len(every))
     if not plan.batches:
         raise NothingToUpgrade(_nothing_to_do(kind, scope, plan.skipped))
+    return PlannedRun(
+        scale_set=scale_set,
+        kind=kind,
+        target=target,
+        policy=policy,
+        plan=plan,
+        scope=scope,
+        every=every,
+        previous_extensions=previous,
+    )
+
+
+def scale_set_busy(scale_set: ScaleSet) -> bool:
+    """R-ONE-1: whether a run rolls forward on the set now."""
+    return UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists()
+
+
+def busy_refusal(scale_set: ScaleSet) -> ScaleSetBusy:
+    return ScaleSetBusy(_busy(scale_set))
+
+
+def run_start(
+    *,
+    scale_set: ScaleSet,
+    kind: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    started_by: str = StartedBy.USER,
+    instance_ids: Sequence[int | str] | str | None = None,
+    batch_size: int | None = None,
+    pause_seconds: float | None = None,
+    all_at_once: bool = False,
+    image: ImageRef | None = None,
+    extensions: dict[str, str] | None = None,
+) -> UpgradeRun:
+    """Validate, snapshot the policy, plan the batches (plan_for) and write the run in one
+    transaction.
+
+    R-ONE-1: refused with OperationNotAllowed while another run rolls forward on the set; the
+    partial unique constraint makes that hold for concurrent starts too. `instance_ids`
+    narrows the run to those instances (manual upgrades; '*' for all). `image` pins the
+    target (a rollout's version; by default the model's image, 'latest' resolved now).
+    An extension upgrade installs `extensions` ({name: version}) and leaves the OS disk.
+    """
+    planned = plan_for(
+        scale_set=scale_set,
+        kind=kind,
+        instance_ids=instance_ids,
+        batch_size=batch_size,
+        pause_seconds=pause_seconds,
+        all_at_once=all_at_once,
+        image=image,
+        extensions=extensions,
+    )
+    target, policy, plan, scope = planned.target, planned.policy, planned.plan, planned.scope
     now = clock.now()
     try:
         with transaction.atomic():
-            if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
+            if scale_set_busy(scale_set):
                 raise ScaleSetBusy(_busy(scale_set))
             run = UpgradeRun.objects.create(
                 scale_set=scale_set,
@@ -132,7 +199,7 @@ def run_start(
                 target_image="" if kind == Kind.EXTENSION else target.key,
                 target_model_version=scale_set.model_version,
                 target_extensions=extensions or {} if kind == Kind.EXTENSION else {},
-                previous_extensions=previous,
+                previous_extensions=planned.previous_extensions,
                 policy=policy.__dict__,
                 batch_count=len(plan.batches),
                 pending_count=len(plan.targeted_ids),
@@ -202,7 +269,7 @@ def _outcome_versions(run: UpgradeRun, instance: Instance) -> tuple[str, str]:
     return before, after
 
 
-def _write_plan(run: UpgradeRun, plan: Any, scope: list[Instance], now: Any) -> None:
+def _write_plan(run: UpgradeRun, plan: Plan, scope: list[Instance], now: Any) -> None:
     batches = UpgradeBatch.objects.bulk_create(
         UpgradeBatch(run=run, index=n, update_domain=b.update_domain, zone=b.zone, size=len(b.instance_ids))
         for n, b in enumerate(plan.batches)
@@ -310,6 +377,52 @@ def _cancel_due(run: UpgradeRun, now: Any) -> Any:
     return run.next_action_at
 
 
+@dataclass(frozen=True)
+class Start:
+    """The arguments an operator action starts its run with: `plan_for` previews them and
+    `run_start` runs them, so the preview and the run cannot disagree."""
+
+    kind: str
+    instance_ids: list[int] | None = None
+    batch_size: int | None = None
+    pause_seconds: float | None = None
+    all_at_once: bool = False
+
+    def planned(self, scale_set: ScaleSet) -> PlannedRun:
+        return plan_for(
+            scale_set=scale_set,
+            kind=self.kind,
+            instance_ids=self.instance_ids,
+            batch_size=self.batch_size,
+            pause_seconds=self.pause_seconds,
+            all_at_once=self.all_at_once,
+        )
+
+    def run(self, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None) -> UpgradeRun:
+        return run_start(
+            scale_set=scale_set,
+            kind=self.kind,
+            actor=actor,
+            instance_ids=self.instance_ids,
+            batch_size=self.batch_size,
+            pause_seconds=self.pause_seconds,
+            all_at_once=self.all_at_once,
+        )
+
+
+def manual_upgrade_start(
+    *,
+    scale_set: ScaleSet,
+    instance_ids: Sequence[int | str] | str = "*",
+    update_domain: int | None = None,
+    fault_domain: int | None = None,
+    zone: str | None = None,
+) -> Start:
+    """The run a manual upgrade starts (R-MAN-1): the chosen instances, one batch, no gates."""
+    chosen = _choose(scale_set, instance_ids, update_domain=update_domain, fault_domain=fault_domain, zone=zone)
+    return Start(kind=Kind.MANUAL, instance_ids=chosen, all_at_once=True)
+
+
 def manual_upgrade(
     *,
     scale_set: ScaleSet,
@@ -321,8 +434,19 @@ def manual_upgrade(
 ) -> UpgradeRun:
     """R-MAN-1: bring the chosen instances to the latest model at once — by ids ('*' for
     all), or every instance of an update domain, fault domain or zone."""
-    chosen = _choose(scale_set, instance_ids, update_domain=update_domain, fault_domain=fault_domain, zone=zone)
-    return run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, instance_ids=chosen, all_at_once=True)
+    start = manual_upgrade_start(
+        scale_set=scale_set,
+        instance_ids=instance_ids,
+        update_domain=update_domain,
+        fault_domain=fault_domain,
+        zone=zone,
+    )
+    return start.run(scale_set, actor)
+
+
+def rolling_upgrade_start(*, batch_size: int | None = None, pause_seconds: float | None = None) -> Start:
+    """The run an operator's own rolling upgrade starts: every instance, under the gates."""
+    return Start(kind=Kind.ROLLING_MODEL, batch_size=batch_size, pause_seconds=pause_seconds)
 
 
 def rolling_upgrade(
@@ -334,15 +458,16 @@ def rolling_upgrade(
 ) -> UpgradeRun:
     """The operator's own rolling upgrade to the latest model (vmsseditor): batch size N,
     pause P, under the set's health gates."""
-    return run_start(
-        scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor, batch_size=batch_size, pause_seconds=pause_seconds
-    )
+    return rolling_upgrade_start(batch_size=batch_size, pause_seconds=pause_seconds).run(scale_set, actor)
+
+
+OS_UPGRADE_NOW = Start(kind=Kind.MANUAL_OS)
 
 
 def os_upgrade_now(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None = None) -> UpgradeRun:
     """POST osRollingUpgrade: the latest OS image under the rolling policy; a manually
     triggered upgrade never rolls back (R-ROLLBACK-1)."""
-    return run_start(scale_set=scale_set, kind=Kind.MANUAL_OS, actor=actor)
+    return OS_UPGRADE_NOW.run(scale_set, actor)
 
 
 def extension_upgrade_now(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser | None = None) -> UpgradeRun:
@@ -410,32 +535,22 @@ def reimage(
 MODEL_FIELDS = {"image_publisher", "image_offer", "image_sku", "image_version", "custom_image_uri", "vm_size"}
 
 
-def update_model(
-    *,
-    scale_set: ScaleSet,
-    changes: dict[str, Any],
-    actor: AbstractBaseUser | AnonymousUser | None = None,
-    extensions_changed: bool = False,
-) -> UpgradeRun | None:
-    """R-MODE-1: change the model, raise its version, then act by upgrade mode: Automatic
-    upgrades every instance at once, Rolling starts a rolling model upgrade, Manual waits for
-    an operator. Returns the run started, if any. `extensions_changed`: the caller already
-    changed the extension profile in this transaction (scale_set_update), which is a model
-    change too."""
+def model_change_checked(
+    *, scale_set: ScaleSet, changes: dict[str, Any], extensions_changed: bool = False
+) -> tuple[ScaleSet, dict[str, Any]]:
+    """Check a model change (R-MODE-1) without saving it: a fresh copy of the set with the
+    changes applied, and the changes that differ. Refuses what update_model refuses: unknown
+    fields, nothing changed, a run rolling forward in Rolling or Automatic mode, an image not
+    in the region, a model that leaves R-AUTO-1 while automatic OS upgrades are on."""
     unknown = set(changes) - MODEL_FIELDS
     if unknown:
         raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
-    # Work on a fresh copy: a refused change must leave the caller's object as it was; an
-    # accepted one is copied back onto it (below).
-    callers = scale_set
+    # Work on a fresh copy: a refused change must leave the caller's object as it was.
     scale_set = ScaleSet.objects.select_related("region").get(pk=scale_set.pk)
     changed = {k: v for k, v in changes.items() if getattr(scale_set, k) != v}
     if not changed and not extensions_changed:
         raise ValidationError("Nothing changed in the model.")
-    if (
-        scale_set.upgrade_mode != UpgradeMode.MANUAL
-        and UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists()
-    ):
+    if scale_set.upgrade_mode != UpgradeMode.MANUAL and scale_set_busy(scale_set):
         raise OperationNotAllowed(_busy(scale_set) + " A model change would start a new one.")
     for name, value in changed.items():
         setattr(scale_set, name, value)
@@ -448,15 +563,55 @@ def update_model(
         # The model must keep meeting R-AUTO-1 while automatic upgrades are on (no pinned
         # version, a supported SKU, no custom image): turn them off first to leave it.
         validate_automatic_os_upgrade(scale_set, list(scale_set.extensions.all()))
+    return scale_set, changed
+
+
+def model_change_start(scale_set: ScaleSet) -> Start | None:
+    """The run a model change starts by upgrade mode (R-MODE-1): Automatic, every instance
+    at once; Rolling, a rolling model upgrade; Manual, none."""
+    if scale_set.upgrade_mode == UpgradeMode.AUTOMATIC:
+        return Start(kind=Kind.MANUAL, all_at_once=True)
+    if scale_set.upgrade_mode == UpgradeMode.ROLLING:
+        return Start(kind=Kind.ROLLING_MODEL)
+    return None
+
+
+def model_change_planned(*, scale_set: ScaleSet, changes: dict[str, Any]) -> PlannedRun | None:
+    """The run a model change would start, planned on the changed model (not saved: the
+    model version is raised on an unsaved copy), or None in Manual mode."""
+    changed_set, _ = model_change_checked(scale_set=scale_set, changes=changes)
+    start = model_change_start(changed_set)
+    if start is None:
+        return None
+    changed_set.model_version += 1
+    return start.planned(changed_set)
+
+
+def update_model(
+    *,
+    scale_set: ScaleSet,
+    changes: dict[str, Any],
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    extensions_changed: bool = False,
+) -> UpgradeRun | None:
+    """R-MODE-1: change the model, raise its version, then act by upgrade mode: Automatic
+    upgrades every instance at once, Rolling starts a rolling model upgrade, Manual waits for
+    an operator. Returns the run started, if any. `extensions_changed`: the caller already
+    changed the extension profile in this transaction (scale_set_update), which is a model
+    change too."""
+    callers = scale_set
+    scale_set, changed = model_change_checked(
+        scale_set=scale_set, changes=changes, extensions_changed=extensions_changed
+    )
     run = None
     with transaction.atomic():
         scale_set.model_version += 1
         scale_set.save()
         fleet_events.scale_set_changed(scale_set.pk)
-        if scale_set.upgrade_mode == UpgradeMode.AUTOMATIC:
-            run = run_start(scale_set=scale_set, kind=Kind.MANUAL, actor=actor, all_at_once=True)
-        elif scale_set.upgrade_mode == UpgradeMode.ROLLING:
-            run = run_start(scale_set=scale_set, kind=Kind.ROLLING_MODEL, actor=actor)
+        start = model_change_start(scale_set)
+        if start is not None:
+            run = start.run(scale_set, actor)
+    # An accepted change is copied back onto the caller's object.
     for name in [*changed, "model_version"]:
         setattr(callers, name, getattr(scale_set, name))
     return run

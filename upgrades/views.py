@@ -4,6 +4,14 @@ Every action is a POST of a CSRF-protected form, for operators only (403 otherwi
 validates, calls one service, and redirects back with a message; a refusal re-shows the
 scale-set page with the bound form and the service's reason, verbatim: 400 for bad input
 (ValidationError), 409 when the set's state forbids it now (OperationNotAllowed).
+
+Actions that start a run (manual, rolling and OS upgrades; a model change in Rolling or
+Automatic mode) take two steps. Posted without `confirm=1`, they answer with the plan
+(upgrades.preview) and a Confirm button that posts the same fields again with confirm=1;
+only then do they act. `preview=fragment` answers with the plan alone (plan.js shows it in a
+dialog), `preview=whatif` with the what-if as JSON (the chart redraws from it); both take
+`whatif-failure_percent` and `whatif-boot_seconds`, as does the plan page's own what-if form.
+Refusals show before any plan, as the action would refuse.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from django import forms as django_forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -25,9 +33,10 @@ from fleet.images import ImageRef
 from fleet.models import ScaleSet, UpgradeMode
 from fleet.roles import is_operator
 from fleet.views import scale_set_or_404, scale_set_page
-from upgrades import forms, selectors, services
+from upgrades import forms, preview, selectors, services
 from upgrades.errors import OperationNotAllowed
 from upgrades.models import Kind, RunStatus, UpgradeRun
+from upgrades.whatif import Overrides
 
 HISTORY_PAGE_SIZE = 50
 EVENTS_PAGE_SIZE = 200
@@ -47,8 +56,20 @@ def operator_required(view: View) -> View:
     return guarded
 
 
-def _action(name: str, title: str, make_form: Callable[[HttpRequest, ScaleSet], django_forms.Form]) -> Any:
-    """Turn `do(request, scale_set, form) -> success message` into an action view."""
+Previewer = Callable[[HttpRequest, ScaleSet, Any, Overrides], preview.Preview | None]
+# Fields of the two-step flow itself: never re-posted as the action's own fields.
+_FLOW_FIELDS = {"csrfmiddlewaretoken", "confirm", "preview", "whatif-failure_percent", "whatif-boot_seconds"}
+
+
+def _action(
+    name: str,
+    title: str,
+    make_form: Callable[[HttpRequest, ScaleSet], django_forms.Form],
+    previewer: Previewer | None = None,
+) -> Any:
+    """Turn `do(request, scale_set, form) -> success message` into an action view. With a
+    `previewer`, the action shows its plan first and acts only on confirm=1 (a previewer
+    answering None means there is nothing to preview: act at once)."""
 
     def decorate(do: Callable[[HttpRequest, ScaleSet, Any], str]) -> View:
         @require_POST
@@ -56,16 +77,33 @@ def _action(name: str, title: str, make_form: Callable[[HttpRequest, ScaleSet], 
         @wraps(do)
         def view(request: HttpRequest, scale_set_id: int) -> HttpResponse:
             scale_set = scale_set_or_404(scale_set_id)
+            previewing = previewer is not None and request.POST.get("confirm") != "1"
+            mode = request.POST.get("preview", "page")
+            # The dialog and the chart take their refusals as a fragment or JSON; the page as
+            # today: the scale-set page with the bound form and a flash message.
+            inline = previewing and mode in ("fragment", "whatif")
             form = make_form(request, scale_set)
             if not form.is_valid():
-                messages.error(request, f"{title}: nothing was done. {_form_errors_text(form)}")
+                text = f"{title}: nothing was done. {_form_errors_text(form)}"
+                if inline:
+                    return _refusal(request, mode, text, 400)
+                messages.error(request, text)
                 return scale_set_page(request, scale_set, bound={name: form}, status=400)
             try:
+                if previewing:
+                    assert previewer is not None
+                    shown = _preview(request, scale_set, title, form, previewer, mode)
+                    if shown is not None:
+                        return shown
                 done = do(request, scale_set, form)
             except OperationNotAllowed as refusal:
+                if inline:
+                    return _refusal(request, mode, refusal.message, 409)
                 messages.error(request, refusal.message)
                 return scale_set_page(request, _fresh(scale_set), bound={name: form}, status=409)
             except ValidationError as error:
+                if inline:
+                    return _refusal(request, mode, f"{title}: {' '.join(error.messages)}", 400)
                 _errors_onto(form, error)
                 messages.error(request, f"{title}: {' '.join(error.messages)}")
                 return scale_set_page(request, _fresh(scale_set), bound={name: form}, status=400)
@@ -75,6 +113,59 @@ def _action(name: str, title: str, make_form: Callable[[HttpRequest, ScaleSet], 
         return view
 
     return decorate
+
+
+def _preview(
+    request: HttpRequest,
+    scale_set: ScaleSet,
+    title: str,
+    form: django_forms.Form,
+    previewer: Previewer,
+    mode: str,
+) -> HttpResponse | None:
+    """The plan of what confirming would do, or None when there is nothing to preview.
+    Refusals propagate (the caller shows them, before any plan)."""
+    what_if = forms.WhatIfForm(request.POST, prefix="whatif")
+    if not what_if.is_valid():
+        text = f"What if: {_form_errors_text(what_if)}"
+        if mode == "whatif":
+            return JsonResponse({"error": text}, status=400)
+        raise ValidationError(text)
+    shown = previewer(request, scale_set, form, what_if.overrides())
+    if shown is None:
+        if mode == "whatif":  # a what-if never acts, even when there is no run to play
+            return JsonResponse({"error": f"{title}: this starts no run, so there is nothing to play."}, status=400)
+        return None
+    if mode == "whatif":
+        return JsonResponse(preview.whatif_json(shown))
+    fields = [(key, value) for key in request.POST for value in request.POST.getlist(key) if key not in _FLOW_FIELDS]
+    context = {
+        "scale_set": scale_set,
+        "preview": shown,
+        "fields": fields,
+        "action_url": request.path,
+        "whatif_json": preview.whatif_json(shown),
+        "failure_percent": _percent(shown.assumption.failure_share),
+        "boot_seconds": _number(shown.assumption.boot_seconds),
+        "fragment": mode == "fragment",
+    }
+    template = "upgrades/_plan.html" if mode == "fragment" else "upgrades/plan_page.html"
+    return render(request, template, context)
+
+
+def _refusal(request: HttpRequest, mode: str, text: str, status: int) -> HttpResponse:
+    """A refusal for the dialog (a fragment) or the chart (JSON): shown before any plan."""
+    if mode == "whatif":
+        return JsonResponse({"error": text}, status=status)
+    return render(request, "upgrades/_plan_refusal.html", {"message": text}, status=status)
+
+
+def _percent(share: float) -> str:
+    return _number(share * 100)
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _fresh(scale_set: ScaleSet) -> ScaleSet:
@@ -115,7 +206,13 @@ def _model_form(request: HttpRequest, scale_set: ScaleSet) -> django_forms.Form:
     )
 
 
-@_action("model", "Model change", _model_form)
+def _model_preview(
+    request: HttpRequest, scale_set: ScaleSet, form: forms.ModelChangeForm, overrides: Overrides
+) -> preview.Preview | None:
+    return preview.model_change_preview(scale_set=scale_set, changes=form.changes(), overrides=overrides)
+
+
+@_action("model", "Model change", _model_form, _model_preview)
 def model_change(request: HttpRequest, scale_set: ScaleSet, form: forms.ModelChangeForm) -> str:
     """R-MODE-1 through update_model; what happens next depends on the upgrade mode."""
     run = services.update_model(scale_set=scale_set, changes=form.changes(), actor=request.user)
@@ -131,7 +228,18 @@ def model_change(request: HttpRequest, scale_set: ScaleSet, form: forms.ModelCha
     return f"{saved} Rolling model upgrade #{run.pk} started: {_plural(run.batch_count, 'batch', 'batches')}."
 
 
-@_action("manual", "Manual upgrade", lambda request, _: forms.ManualUpgradeForm(request.POST, prefix="manual"))
+def _manual_preview(
+    request: HttpRequest, scale_set: ScaleSet, form: forms.ManualUpgradeForm, overrides: Overrides
+) -> preview.Preview:
+    return preview.manual_preview(scale_set=scale_set, what=form.describe(), overrides=overrides, **form.target())
+
+
+@_action(
+    "manual",
+    "Manual upgrade",
+    lambda request, _: forms.ManualUpgradeForm(request.POST, prefix="manual"),
+    _manual_preview,
+)
 def manual_upgrade(request: HttpRequest, scale_set: ScaleSet, form: forms.ManualUpgradeForm) -> str:
     run = services.manual_upgrade(scale_set=scale_set, actor=request.user, **form.target())
     return (
@@ -141,14 +249,25 @@ def manual_upgrade(request: HttpRequest, scale_set: ScaleSet, form: forms.Manual
     )
 
 
-@_action("rolling", "Rolling upgrade", lambda request, _: forms.RollingUpgradeForm(request.POST, prefix="rolling"))
+def _rolling_preview(
+    request: HttpRequest, scale_set: ScaleSet, form: forms.RollingUpgradeForm, overrides: Overrides
+) -> preview.Preview:
+    batch_size, pause_seconds = form.choices()
+    return preview.rolling_preview(
+        scale_set=scale_set, batch_size=batch_size, pause_seconds=pause_seconds, overrides=overrides
+    )
+
+
+@_action(
+    "rolling",
+    "Rolling upgrade",
+    lambda request, _: forms.RollingUpgradeForm(request.POST, prefix="rolling"),
+    _rolling_preview,
+)
 def rolling_upgrade(request: HttpRequest, scale_set: ScaleSet, form: forms.RollingUpgradeForm) -> str:
-    data = form.cleaned_data
+    batch_size, pause_seconds = form.choices()
     run = services.rolling_upgrade(
-        scale_set=scale_set,
-        actor=request.user,
-        batch_size=data["batch_size"],
-        pause_seconds=float(data["pause_seconds"]) if data["pause_seconds"] is not None else None,
+        scale_set=scale_set, actor=request.user, batch_size=batch_size, pause_seconds=pause_seconds
     )
     return (
         f"Rolling upgrade #{run.pk} started: {_plural(run.pending_count, 'instance')} "
@@ -156,7 +275,13 @@ def rolling_upgrade(request: HttpRequest, scale_set: ScaleSet, form: forms.Rolli
     )
 
 
-@_action("os_upgrade", "OS upgrade", lambda request, _: django_forms.Form(request.POST))
+def _os_upgrade_preview(
+    request: HttpRequest, scale_set: ScaleSet, form: django_forms.Form, overrides: Overrides
+) -> preview.Preview:
+    return preview.os_upgrade_preview(scale_set=scale_set, overrides=overrides)
+
+
+@_action("os_upgrade", "OS upgrade", lambda request, _: django_forms.Form(request.POST), _os_upgrade_preview)
 def os_upgrade_now(request: HttpRequest, scale_set: ScaleSet, form: django_forms.Form) -> str:
     run = services.os_upgrade_now(scale_set=scale_set, actor=request.user)
     target = ImageRef.from_key(run.target_image).label

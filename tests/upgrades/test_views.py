@@ -38,6 +38,10 @@ ACTIONS = [
 ]
 
 
+# The second step of an action that starts a run: without it the action answers with its plan.
+CONFIRM = {"confirm": "1"}
+
+
 def fleet(capacity: int = 10, **model) -> ScaleSet:
     """A set on the old image, with a newer one published: there is work to do."""
     model.setdefault("zones", [])
@@ -86,7 +90,7 @@ def test_a_viewer_sees_no_action_buttons_and_an_operator_does(viewer, operator):
         assert f'action="{action(name, scale_set)}"' not in seen, name
     assert "Cancel upgrade" not in seen
     assert "Edit the model" not in seen
-    assert 'id="row-confirm"' not in seen
+    assert 'id="plan-dialog"' not in seen
     shown = page_text(operator.get(f"/scale-sets/{scale_set.pk}/"))
     for name in ACTIONS:
         assert f'action="{action(name, scale_set)}"' in shown, name
@@ -142,7 +146,7 @@ def test_an_action_needs_the_csrf_token_of_the_page():
     token = re.search(
         r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(f"/scale-sets/{scale_set.pk}/").content.decode()
     )[1]
-    response = client.post(action("os-upgrade", scale_set), {"csrfmiddlewaretoken": token})
+    response = client.post(action("os-upgrade", scale_set), {"csrfmiddlewaretoken": token, **CONFIRM})
     assert response.status_code == 302
     assert UpgradeRun.objects.get().kind == Kind.MANUAL_OS
 
@@ -157,7 +161,7 @@ def test_an_action_on_an_unknown_scale_set_is_a_404(operator):
 def test_upgrading_an_update_domain_starts_a_manual_run_of_exactly_that_domain(operator):
     scale_set = fleet(20)
     response = operator.post(
-        action("manual-upgrade", scale_set), {"manual-scope": "update_domain", "manual-update_domain": "2"}
+        action("manual-upgrade", scale_set), {"manual-scope": "update_domain", "manual-update_domain": "2", **CONFIRM}
     )
     assert response.status_code == 302
     assert response["Location"] == f"/scale-sets/{scale_set.pk}/"
@@ -183,7 +187,7 @@ def test_upgrading_an_update_domain_starts_a_manual_run_of_exactly_that_domain(o
 )
 def test_manual_upgrade_by_fault_domain_or_chosen_instances(operator, fields, expected):
     scale_set = fleet(10)
-    assert operator.post(action("manual-upgrade", scale_set), fields).status_code == 302
+    assert operator.post(action("manual-upgrade", scale_set), {**fields, **CONFIRM}).status_code == 302
     run = UpgradeRun.objects.get()
     assert set(run.outcomes.values_list("instance_id_number", flat=True)) == expected
 
@@ -191,7 +195,9 @@ def test_manual_upgrade_by_fault_domain_or_chosen_instances(operator, fields, ex
 def test_manual_upgrade_by_zone(operator):
     scale_set = fleet(9, zones=["1", "2", "3"])
     assert (
-        operator.post(action("manual-upgrade", scale_set), {"manual-scope": "zone", "manual-zone": "2"}).status_code
+        operator.post(
+            action("manual-upgrade", scale_set), {"manual-scope": "zone", "manual-zone": "2", **CONFIRM}
+        ).status_code
         == 302
     )
     run = UpgradeRun.objects.get()
@@ -253,7 +259,7 @@ def test_instance_id_lists_refuse_anything_else(text):
 def test_a_rolling_upgrade_runs_with_the_chosen_batch_size_and_pause(operator):
     scale_set = fleet(10)
     response = operator.post(
-        action("rolling-upgrade", scale_set), {"rolling-batch_size": "3", "rolling-pause_seconds": "45"}
+        action("rolling-upgrade", scale_set), {"rolling-batch_size": "3", "rolling-pause_seconds": "45", **CONFIRM}
     )
     assert response.status_code == 302
     run = UpgradeRun.objects.get()
@@ -267,7 +273,7 @@ def test_a_rolling_upgrade_without_choices_uses_the_policy(operator):
     scale_set = fleet(10)
     assert (
         operator.post(
-            action("rolling-upgrade", scale_set), {"rolling-batch_size": "", "rolling-pause_seconds": ""}
+            action("rolling-upgrade", scale_set), {"rolling-batch_size": "", "rolling-pause_seconds": "", **CONFIRM}
         ).status_code
         == 302
     )
@@ -293,7 +299,7 @@ def test_a_rolling_upgrade_with_bad_numbers_is_a_form_error(operator, fields, me
 
 def test_os_upgrade_now_starts_a_manual_os_upgrade_to_the_latest_image(operator):
     scale_set = fleet(10)
-    assert operator.post(action("os-upgrade", scale_set)).status_code == 302
+    assert operator.post(action("os-upgrade", scale_set), CONFIRM).status_code == 302
     run = UpgradeRun.objects.get()
     assert run.kind == Kind.MANUAL_OS
     assert run.target_image.endswith(factories.NEW_VERSION)
@@ -301,8 +307,8 @@ def test_os_upgrade_now_starts_a_manual_os_upgrade_to_the_latest_image(operator)
 
 def test_a_second_start_while_one_runs_is_refused_with_409_and_a_flash_error(operator):
     scale_set = fleet(10)
-    operator.post(action("os-upgrade", scale_set))
-    response = operator.post(action("rolling-upgrade", scale_set), {"rolling-batch_size": "4"})
+    operator.post(action("os-upgrade", scale_set), CONFIRM)
+    response = operator.post(action("rolling-upgrade", scale_set), {"rolling-batch_size": "4"})  # its plan: refused
     assert response.status_code == 409
     refusal = (
         "An upgrade is already rolling forward on web; wait for it to finish or cancel it before starting another."
@@ -414,7 +420,7 @@ def test_an_automatic_mode_model_change_without_the_confirmation_is_refused_and_
 def test_an_automatic_mode_model_change_with_the_confirmation_upgrades_every_instance_at_once(operator):
     scale_set = fleet(6, upgrade_mode="Automatic")
     fields = model_fields(scale_set, vm_size="Standard_D8s_v3", confirm_all_at_once="on")
-    response = operator.post(action("model-change", scale_set), fields)
+    response = operator.post(action("model-change", scale_set), {**fields, **CONFIRM})
     assert response.status_code == 302
     scale_set.refresh_from_db()
     assert (scale_set.vm_size, scale_set.model_version) == ("Standard_D8s_v3", 2)
@@ -426,7 +432,7 @@ def test_an_automatic_mode_model_change_with_the_confirmation_upgrades_every_ins
 def test_a_rolling_mode_model_change_starts_a_rolling_model_upgrade(operator):
     scale_set = fleet(10, upgrade_mode="Rolling")
     response = operator.post(
-        action("model-change", scale_set), model_fields(scale_set, image_version=factories.OLD_VERSION)
+        action("model-change", scale_set), {**model_fields(scale_set, image_version=factories.OLD_VERSION), **CONFIRM}
     )
     assert response.status_code == 302
     scale_set.refresh_from_db()
@@ -592,7 +598,9 @@ def test_the_scale_set_page_costs_the_same_queries_for_10_and_1000_instances_wit
 
 def test_the_outcomes_of_a_domain_upgrade_are_pending_in_one_batch(operator):
     scale_set = fleet(10)
-    operator.post(action("manual-upgrade", scale_set), {"manual-scope": "update_domain", "manual-update_domain": "0"})
+    operator.post(
+        action("manual-upgrade", scale_set), {"manual-scope": "update_domain", "manual-update_domain": "0", **CONFIRM}
+    )
     run = UpgradeRun.objects.get()
     assert set(run.outcomes.values_list("status", flat=True)) == {OutcomeStatus.PENDING}
     assert run.batches.get().update_domain == -1  # all at once
@@ -698,3 +706,175 @@ def test_automatic_os_upgrade_without_a_choice_is_a_form_error(operator):
     assert any(flash.startswith("error: Automatic OS upgrade: nothing was done.") for flash in flashes(response))
     scale_set.refresh_from_db()
     assert not scale_set.enable_automatic_os_upgrade
+
+
+# --- the plan before the action (two steps) ------------------------------------------------------
+
+
+def hidden_fields(response, form_id: str) -> dict[str, str]:
+    """The hidden inputs of one form of a page, as a browser would post them back."""
+    form = re.search(rf'<form[^>]*id="{form_id}".*?</form>', response.content.decode(), re.S)[0]
+    return {
+        html.unescape(name): html.unescape(value)
+        for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)
+    }
+
+
+def test_r_man_1_an_update_domain_upgrade_shows_its_plan_first_and_writes_nothing(operator):
+    scale_set = fleet(20)
+    response = operator.post(
+        action("manual-upgrade", scale_set), {"manual-scope": "update_domain", "manual-update_domain": "2"}
+    )
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "Plan: nothing has been done yet" in text
+    assert "Upgrade update domain 2: 4 instances, all at once, no health gate" in text
+    assert '<td class="ids">2, 7, 12, 17</td>' in text
+    assert "No rollback: a manual upgrade leaves failed instances Failed." in text
+    assert not UpgradeRun.objects.exists()
+    assert hidden_fields(response, "plan-confirm") == {
+        "csrfmiddlewaretoken": hidden_fields(response, "plan-confirm")["csrfmiddlewaretoken"],
+        "manual-scope": "update_domain",
+        "manual-update_domain": "2",
+        "confirm": "1",
+    }
+
+
+def test_confirming_the_plan_runs_exactly_the_batches_shown(operator):
+    scale_set = fleet(23)
+    shown = operator.post(action("rolling-upgrade", scale_set), {"rolling-batch_size": "", "rolling-pause_seconds": ""})
+    assert shown.status_code == 200
+    previewed = re.findall(r'<tr data-batch="\d+">.*?<td class="ids">([^<]*)</td>', shown.content.decode(), re.S)
+    assert len(previewed) == 8  # 5, 5, 5, 4, 4 instances per update domain, 4 per batch
+    assert "20 % of 23 instances = 4.6 → 4 per batch" in page_text(shown)
+    assert "Rolling: 8 batches of at most 4, 23 instances, gated on health" in page_text(shown)
+    assert "Stops before a batch if more than 4 of the 23 instances are unhealthy" in page_text(shown)
+    response = operator.post(action("rolling-upgrade", scale_set), hidden_fields(shown, "plan-confirm"))
+    assert response.status_code == 302
+    run = UpgradeRun.objects.get()
+    written = [
+        forms_ids_text(sorted(batch.outcomes.values_list("instance_id_number", flat=True)))
+        for batch in run.batches.order_by("index")
+    ]
+    assert written == [html.unescape(ids) for ids in previewed]
+
+
+def forms_ids_text(ids: list[int]) -> str:
+    from upgrades.forms import ids_text
+
+    return ids_text(ids)
+
+
+def test_os_upgrade_now_shows_its_plan_with_no_rollback_and_the_eta(operator):
+    scale_set = fleet(10)
+    text = page_text(operator.post(action("os-upgrade", scale_set)))
+    assert "OS upgrade (rolling): 5 batches of at most 2, 10 instances, gated on health" in text
+    assert "No rollback: an OS upgrade started by hand leaves failed instances Failed (R-ROLLBACK-1)." in text
+    assert "if every instance becomes healthy" in text
+    assert "simulated" in text
+    assert not UpgradeRun.objects.exists()
+
+
+def test_r_mode_1_a_rolling_mode_model_change_shows_the_plan_of_the_new_model_and_saves_nothing(operator):
+    scale_set = fleet(10, upgrade_mode="Rolling")
+    response = operator.post(action("model-change", scale_set), model_fields(scale_set, vm_size="Standard_D8s_v3"))
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "Model change (Rolling mode), rolling: 5 batches of at most 2, 10 instances, gated on health" in text
+    assert "model v2" in text
+    scale_set.refresh_from_db()
+    assert (scale_set.vm_size, scale_set.model_version) == ("Standard_D2s_v3", 1)
+    assert not UpgradeRun.objects.exists()
+
+
+def test_r_mode_1_an_automatic_mode_model_change_plan_says_every_instance_at_once(operator):
+    scale_set = fleet(6, upgrade_mode="Automatic")
+    fields = model_fields(scale_set, vm_size="Standard_D8s_v3", confirm_all_at_once="on")
+    text = page_text(operator.post(action("model-change", scale_set), fields))
+    assert "Model change (Automatic mode): 6 instances, all at once, no health gate" in text
+    assert not UpgradeRun.objects.exists()
+
+
+def test_the_plan_fragment_is_the_plan_alone_for_the_dialog(operator):
+    scale_set = fleet(10)
+    response = operator.post(
+        action("manual-upgrade", scale_set),
+        {"manual-scope": "update_domain", "manual-update_domain": "1", "preview": "fragment"},
+    )
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "<html" not in text
+    assert 'id="plan-confirm"' in text
+    assert "data-plan-dismiss" in text
+    assert "Upgrade update domain 1: 2 instances, all at once, no health gate" in text
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "message"),
+    [
+        (
+            {"manual-scope": "update_domain", "manual-update_domain": "4"},
+            400,
+            "web has no instance in update domain 4.",
+        ),
+        ({"manual-scope": "instance_ids", "manual-instance_ids": "x"}, 400, "'x' is not an instance id"),
+    ],
+)
+def test_a_refusal_shows_in_the_dialog_before_any_plan(operator, fields, status, message):
+    scale_set = fleet(3)
+    response = operator.post(action("manual-upgrade", scale_set), {**fields, "preview": "fragment"})
+    assert response.status_code == status
+    assert message in page_text(response)
+    assert 'id="plan-refusal"' in response.content.decode()
+    assert 'id="plan-confirm"' not in response.content.decode()
+
+
+def test_r_one_1_a_busy_set_refuses_in_the_dialog_with_409(operator):
+    scale_set = fleet(10)
+    services.os_upgrade_now(scale_set=scale_set)
+    response = operator.post(
+        action("manual-upgrade", scale_set),
+        {"manual-scope": "update_domain", "manual-update_domain": "1", "preview": "fragment"},
+    )
+    assert response.status_code == 409
+    assert "An upgrade is already rolling forward on web" in page_text(response)
+
+
+def test_the_plan_pages_what_if_form_recomputes_without_javascript(operator):
+    scale_set = factories.outdated_scale_set(capacity=20)
+    first = operator.post(action("os-upgrade", scale_set))
+    assert "Completes: all 5 batches run" in page_text(first)
+    again = operator.post(
+        action("os-upgrade", scale_set), {**hidden_fields(first, "whatif-form"), "whatif-failure_percent": "50"}
+    )
+    assert again.status_code == 200
+    assert re.search(
+        r"Stops after batch \d of 5 \(MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade\)", page_text(again)
+    )
+    assert 'name="whatif-failure_percent" min="0" max="100" step="any" value="50"' in again.content.decode()
+    assert not UpgradeRun.objects.exists()
+
+
+def test_the_scale_set_page_offers_the_plan_dialog_to_operators_and_computes_no_plan(operator):
+    scale_set = fleet(10)
+    text = operator.get(f"/scale-sets/{scale_set.pk}/").content.decode()
+    assert '<dialog id="plan-dialog"' in text
+    assert "js/plan.js" in text
+    assert "RunPanel.rowConfirm" not in text
+    assert 'id="plan-confirm"' not in text  # the plan is made on the preview request only
+
+
+def test_a_what_if_request_never_acts_even_where_the_action_has_no_plan(operator):
+    scale_set = fleet(4, upgrade_mode="Manual")  # saving the model starts no run: nothing to play
+    fields = {**model_fields(scale_set, vm_size="Standard_D4s_v3"), "preview": "whatif"}
+    response = operator.post(action("model-change", scale_set), fields)
+    assert response.status_code == 400
+    assert "starts no run" in response.json()["error"]
+    scale_set.refresh_from_db()
+    assert (scale_set.vm_size, scale_set.model_version) == ("Standard_D2s_v3", 1)
+
+
+def test_a_viewer_cannot_even_see_a_plan(viewer):
+    scale_set = fleet(4)
+    response = viewer.post(action("os-upgrade", scale_set), {"preview": "fragment"})
+    assert response.status_code == 403
