@@ -114,7 +114,11 @@ class UpgradeRun(models.Model):
                 fields=["scale_set"], condition=Q(status="RollingForward"), name="one_active_run_per_scale_set"
             )
         ]
-        indexes = [models.Index(fields=["status", "next_action_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_action_at"]),
+            # a set's newest run (latest_runs, run panels, history): one index probe per set
+            models.Index(fields=["scale_set", "-started_at", "-id"], name="run_newest_per_set"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} of {self.scale_set_id}"

@@ -13,11 +13,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import FilteredRelation, Q, QuerySet
 
 from fleet import clock
 from fleet.images import ImageRef
-from fleet.models import ScaleSet, ScaleSetExtension
+from fleet.models import ImageSource, ScaleSet, ScaleSetExtension
+from fleet.selectors import gallery_image_name
+from upgrades.explain import (
+    Explanation,
+    WaitingPhase,
+    explain_busy,
+    explain_phase_wait,
+    explain_scheduled,
+    explain_zone_wait,
+)
 from upgrades.models import (
     FINISHED_TARGETS,
     Rollout,
@@ -89,6 +98,8 @@ class TargetView:
     run_id: int | None
     run_status: str
     progress: dict[str, int]
+    # Why a scheduled set has not started (trigger delay, busy with another run); None otherwise.
+    explanation: Explanation | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -119,6 +130,9 @@ class StepView:
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
     targets: list[TargetView] = field(default_factory=list)
+    pair_name: str | None = None  # the region's geo pair (R-AVAIL-1)
+    # Why a pending step has not started (trigger delay, an earlier phase or zone).
+    explanation: Explanation | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -280,8 +294,8 @@ def rollout_rows(rollouts: Iterable[Rollout] | None = None) -> list[RolloutRow]:
     their phase progress, set counts and what each is doing. Two queries besides reading the
     rollouts, whatever their number."""
     chosen = list(rollout_list() if rollouts is None else rollouts)
-    steps = _steps_of([r.pk for r in chosen])
     now = clock.now()
+    steps = _steps_of([r.pk for r in chosen], now=now)
     rows = []
     for rollout in chosen:
         mine = steps.get(rollout.pk, [])
@@ -299,7 +313,9 @@ def rollout_rows(rollouts: Iterable[Rollout] | None = None) -> list[RolloutRow]:
 def rollout_grid(rollout: Rollout) -> RolloutGrid:
     """A rollout's phases × regions with every zone step and its sets (two queries, whatever
     the number of steps and sets)."""
-    steps = _steps_of([rollout.pk]).get(rollout.pk, [])
+    now = clock.now()
+    steps = _steps_of([rollout.pk], now=now).get(rollout.pk, [])
+    _explain_pending_steps(rollout, steps, now)
     phases: dict[int, list[StepView]] = defaultdict(list)
     for step in steps:
         phases[step.phase].append(step)
@@ -323,7 +339,7 @@ def rollout_grid(rollout: Rollout) -> RolloutGrid:
         phases=phase_views,
         rows=rows,
         sets=_tally(steps),
-        explanation=rollout_explanation(rollout, steps=steps),
+        explanation=rollout_explanation(rollout, steps=steps, now=now),
     )
 
 
@@ -351,15 +367,20 @@ def open_rollouts(limit: int = BANNER_LIMIT) -> list[OpenRollout]:
 
 @dataclass(frozen=True)
 class RolloutNotice:
-    """A set's place in a rollout that has not finished with it: scheduled, or running."""
+    """A set's place in a rollout that has not finished with it: scheduled, running, or
+    waiting for its region's phase (no target yet: a step collects its sets when it starts).
+
+    `explanation` says why it waits (upgrades.explain); `message` carries its headline for
+    pages that show only the message."""
 
     rollout_id: int
     kind: str
     target: str
     status: str
-    due_at: dt.datetime
+    due_at: dt.datetime | None
     run_id: int | None
     message: str
+    explanation: Explanation | None = None
 
     @property
     def what(self) -> str:
@@ -372,16 +393,49 @@ class RolloutNotice:
     def is_running(self) -> bool:
         return self.status == TargetStatus.RUNNING
 
+    @property
+    def is_waiting_for_phase(self) -> bool:
+        return self.status == "WaitingForPhase"
+
+
+_NOTICE_FIELDS = (
+    "pk",
+    "rollout_id",
+    "rollout__kind",
+    "rollout__target",
+    "rollout__status",
+    "rollout__not_before",
+    "phase",
+    "region_id",
+    "region__name",
+    "region__geo_pair__name",
+    "zone",
+    "position",
+    "status",
+    "started_at",
+    "mine__pk",
+    "mine__status",
+    "mine__due_at",
+    "mine__run_id",
+    "mine__message",
+)
+
 
 def scale_set_rollout_notices(
     scale_set: ScaleSet, *, extensions: Sequence[ScaleSetExtension], run: dict[str, Any] | None
 ) -> list[RolloutNotice]:
-    """The rollouts that have this set scheduled or running, soonest first (one query).
+    """The rollouts that have this set scheduled, running, or waiting for its region's
+    phase, soonest first, each with why it waits (one query).
 
     Only a set that takes versions automatically, or whose latest run the platform started
     and is still rolling forward, can be in one: others cost no query. A set that turned
     automatic upgrades off keeps a scheduled target until its time comes, and then it is
     skipped (R-AUTO-5), so saying "scheduled" for it would be wrong anyway.
+
+    The one query reads every step of the open rollouts that reach the set's region, each
+    with this set's target in it if any (a filtered join): the set's target says scheduled
+    or running; with none yet, the region's pending step and the phases before it say what
+    it waits for (R-AVAIL-1).
     """
     takes_versions = scale_set.enable_automatic_os_upgrade or any(e.enable_automatic_upgrade for e in extensions)
     platform_run = (
@@ -389,18 +443,150 @@ def scale_set_rollout_notices(
     )
     if not (takes_versions or platform_run):
         return []
-    rows = (
-        RolloutTarget.objects.filter(
-            scale_set=scale_set,
-            status__in=(TargetStatus.SCHEDULED, TargetStatus.RUNNING),
-            step__rollout__status__in=OPEN_STATUSES,
-        )
-        .order_by("due_at", "pk")
-        .values_list(
-            "step__rollout_id", "step__rollout__kind", "step__rollout__target", "status", "due_at", "run_id", "message"
-        )
+    now = clock.now()
+    reaching = RolloutStep.objects.filter(region_id=scale_set.region_id).values("rollout_id")
+    rows = list(
+        RolloutStep.objects.filter(rollout__status__in=OPEN_STATUSES, rollout_id__in=reaching)
+        .annotate(mine=FilteredRelation("targets", condition=Q(targets__scale_set_id=scale_set.pk)))
+        .order_by("rollout_id", "phase", "region__name", "position")
+        .values(*_NOTICE_FIELDS)
     )
-    return [RolloutNotice(*row) for row in rows]
+    by_rollout: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_rollout[row["rollout_id"]].append(row)
+    notices = []
+    for rollout_id, steps in by_rollout.items():
+        first = steps[0]
+        mine = [r for r in steps if r["mine__pk"] is not None]
+        live = [r for r in mine if r["mine__status"] in (TargetStatus.SCHEDULED, TargetStatus.RUNNING)]
+        for row in live:
+            explanation = _target_explanation(
+                row["mine__status"], row["mine__due_at"], row["mine__message"], row["started_at"], now
+            )
+            notices.append(
+                RolloutNotice(
+                    rollout_id=rollout_id,
+                    kind=first["rollout__kind"],
+                    target=first["rollout__target"],
+                    status=row["mine__status"],
+                    due_at=row["mine__due_at"],
+                    run_id=row["mine__run_id"],
+                    message=explanation.headline if explanation else row["mine__message"],
+                    explanation=explanation,
+                )
+            )
+        if mine or first["rollout__status"] == RolloutStatus.HALTED:
+            continue  # done with this set (or halted: nothing more starts)
+        if not _rollout_concerns(first["rollout__kind"], first["rollout__target"], scale_set, extensions):
+            continue
+        waiting = _pending_step_explanation(scale_set, steps, first["rollout__not_before"], now)
+        if waiting is not None:
+            due_at = first["rollout__not_before"] if waiting.kind == "trigger_delay" else None
+            notices.append(
+                RolloutNotice(
+                    rollout_id=rollout_id,
+                    kind=first["rollout__kind"],
+                    target=first["rollout__target"],
+                    status=TargetStatus.SCHEDULED if due_at else "WaitingForPhase",
+                    due_at=due_at,
+                    run_id=None,
+                    message=waiting.headline,
+                    explanation=waiting,
+                )
+            )
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
+    return sorted(notices, key=lambda n: (n.due_at or far, n.rollout_id))
+
+
+def _rollout_concerns(kind: str, target: str, scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension]) -> bool:
+    """Whether a rollout with a step in the set's region is one the set takes (no query:
+    its image name, or its extensions set to upgrade automatically)."""
+    if kind == RolloutKind.OS_IMAGE:
+        if not scale_set.enable_automatic_os_upgrade:
+            return False
+        if scale_set.image_source == ImageSource.GALLERY and scale_set.gallery_image_id:
+            name = gallery_image_name(scale_set)
+        else:
+            name = f"{scale_set.image_publisher}/{scale_set.image_offer}/{scale_set.image_sku}"
+        return ImageRef.from_key(target).name == name
+    kind_name = target.rpartition("@")[0]
+    return any(e.enable_automatic_upgrade and f"{e.publisher}.{e.type}" == kind_name for e in extensions)
+
+
+def _pending_step_explanation(
+    scale_set: ScaleSet, steps: list[dict[str, Any]], not_before: dt.datetime, now: dt.datetime
+) -> Explanation | None:
+    """Why the set's step (its region, its zone or the not-zonal one) has not started."""
+    zones = set(scale_set.zones or [])
+    own = [
+        r
+        for r in steps
+        if r["region_id"] == scale_set.region_id
+        and r["status"] == StepStatus.PENDING
+        and (r["zone"] in zones if zones else not r["zone"])
+    ]
+    if not own:
+        return None
+    step = own[0]
+    views = [
+        StepView(
+            r["pk"], r["phase"], r["region_id"], r["region__name"], r["zone"], r["position"], r["status"], None, None
+        )
+        for r in steps
+    ]
+    pairs = {r["region__name"]: r["region__geo_pair__name"] for r in steps}
+    mine = next(v for v in views if v.pk == step["pk"])
+    return _pending_words(mine, views, pairs, not_before, now)
+
+
+def _pending_words(
+    step: StepView, steps: Sequence[StepView], pairs: dict[str, str | None], not_before: dt.datetime, now: dt.datetime
+) -> Explanation | None:
+    """A pending step waits for the trigger delay, an earlier phase, or the zone before it."""
+    phases = sorted({s.phase for s in steps})
+    earlier = [s for s in steps if s.phase < step.phase and not s.is_finished]
+    if earlier:
+        phase = min(s.phase for s in earlier)
+        regions = tuple(sorted({s.region_name for s in steps if s.phase == phase}))
+        return explain_phase_wait(
+            waiting_for=WaitingPhase(phases.index(phase) + 1, regions), pairs=pairs, region=step.region_name
+        )
+    if now < not_before:
+        return explain_scheduled(due_at=not_before, now=now)
+    before = [
+        s
+        for s in steps
+        if s.phase == step.phase and s.region_id == step.region_id and s.position < step.position and not s.is_finished
+    ]
+    if before:
+        return explain_zone_wait(region=step.region_name, zone_before=before[-1].zone)
+    return None
+
+
+def _target_explanation(
+    status: str, due_at: dt.datetime, message: str, step_started_at: dt.datetime | None, now: dt.datetime
+) -> Explanation | None:
+    """Why a scheduled set has not started: its due time (the trigger delay, or the longer
+    one of a first automatic OS upgrade after enabling, R-AUTO-2), or another run (R-ONE-1)."""
+    if status != TargetStatus.SCHEDULED:
+        return None
+    if due_at > now:
+        # A step schedules its sets at its start; one due later waits for its first upgrade.
+        first = step_started_at is not None and due_at > step_started_at
+        return explain_scheduled(due_at=due_at, now=now, first_after_enabling=first)
+    if message and not message.startswith("Retrying"):
+        return explain_busy(message=message)
+    return None
+
+
+def _explain_pending_steps(rollout: Rollout, steps: Sequence[StepView], now: dt.datetime) -> None:
+    """Give each pending step of an active rollout the words of what it waits for."""
+    if not rollout.is_active:
+        return
+    pairs = {s.region_name: s.pair_name for s in steps}
+    for step in steps:
+        if step.status == StepStatus.PENDING:
+            step.explanation = _pending_words(step, steps, pairs, rollout.not_before, now)
 
 
 # --- plain words --------------------------------------------------------------------------------
@@ -524,9 +710,10 @@ def _overall(statuses: Iterable[str]) -> str:
     return StepStatus.IN_PROGRESS
 
 
-def _steps_of(rollout_ids: Sequence[int]) -> dict[int, list[StepView]]:
+def _steps_of(rollout_ids: Sequence[int], *, now: dt.datetime | None = None) -> dict[int, list[StepView]]:
     """Rollout id -> its steps in order (phase, region, position), each with its targets by
     set name (two queries)."""
+    moment = now or clock.now()
     if not rollout_ids:
         return {}
     steps: dict[int, StepView] = {}
@@ -545,10 +732,11 @@ def _steps_of(rollout_ids: Sequence[int]) -> dict[int, list[StepView]]:
             "status",
             "started_at",
             "ended_at",
+            "region__geo_pair__name",
         )
     )
-    for pk, rollout_id, phase, region_id, region_name, zone, position, status, started_at, ended_at in rows:
-        step = StepView(pk, phase, region_id, region_name, zone, position, status, started_at, ended_at)
+    for pk, rollout_id, phase, region_id, region_name, zone, position, status, started_at, ended_at, pair in rows:
+        step = StepView(pk, phase, region_id, region_name, zone, position, status, started_at, ended_at, pair_name=pair)
         steps[pk] = step
         by_rollout[rollout_id].append(step)
     targets = (
@@ -560,11 +748,11 @@ def _steps_of(rollout_ids: Sequence[int]) -> dict[int, list[StepView]]:
         owner = steps.get(row["step_id"])
         if owner is None:  # a step added since the first read: the next read shows it
             continue
-        owner.targets.append(_target_view(row))
+        owner.targets.append(_target_view(row, owner.started_at, moment))
     return dict(by_rollout)
 
 
-def _target_view(row: dict[str, Any]) -> TargetView:
+def _target_view(row: dict[str, Any], step_started_at: dt.datetime | None, now: dt.datetime) -> TargetView:
     has_run = row["run_id"] is not None
     progress = (
         {
@@ -588,6 +776,7 @@ def _target_view(row: dict[str, Any]) -> TargetView:
         run_id=row["run_id"],
         run_status=row["run__status"] or "",
         progress=progress,
+        explanation=_target_explanation(row["status"], row["due_at"], row["message"], step_started_at, now),
     )
 
 

@@ -8,16 +8,29 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, Expression, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from fleet import clock
 from fleet.images import ImageRef
-from fleet.models import GalleryImageVersion, ImageSource, PlatformImageVersion, ReplicationState, ScaleSet
+from fleet.models import (
+    GalleryImageVersion,
+    HealthState,
+    ImageSource,
+    Instance,
+    PlatformImageVersion,
+    PowerState,
+    ProvisioningState,
+    ReplicationState,
+    ScaleSet,
+)
 from fleet.versions import LATEST
+from upgrades.explain import RunFacts, explain_run
 from upgrades.models import (
     BatchStatus,
     InstanceOutcome,
     Kind,
+    OutcomeStatus,
     Phase,
     RunEvent,
     RunStatus,
@@ -40,12 +53,23 @@ def latest_run(scale_set_id: int) -> UpgradeRun | None:
 
 
 def run_summary(run: UpgradeRun, *, batches: Sequence[UpgradeBatch] | None = None) -> dict[str, Any]:
-    """What the run panel shows, in plain JSON.
+    """What the run panel shows, in plain JSON, with `explain`: which gate or wait holds the
+    run and what would end it (upgrades.explain; None once the run has ended).
 
     Besides the run row it reads the batch window (one query, unless `batches` are given)
-    and the actor's name (one query, unless the actor was fetched with the run).
+    and the actor's name (one query, unless the actor was fetched with the run). The live
+    counts `explain` needs (the set's unhealthy instances, the batch's healthy ones) ride on
+    the batch window's query as scalar subqueries, so a run in a health wait costs no query
+    more; with `batches` given they take one query, and a rollback one more for the ids.
     """
-    window_start, window = _batch_window(run) if batches is None else (0, list(batches))
+    now = clock.now()
+    counts = _live_count_expressions(run)
+    if batches is None:
+        window_start, window = _batch_window(run, counts)
+        live = {key: getattr(window[0], key) for key in counts} if window and counts else {}
+    else:
+        window_start, window = 0, list(batches)
+        live = _live_counts(run, counts)
     return {
         "id": run.pk,
         "kind": run.kind,
@@ -80,15 +104,123 @@ def run_summary(run: UpgradeRun, *, batches: Sequence[UpgradeBatch] | None = Non
         "error": {"code": run.error_code, "message": run.error_message} if run.error_code else None,
         "next_action_at": run.next_action_at.isoformat() if run.next_action_at else None,
         "phase_deadline": run.phase_deadline.isoformat() if run.phase_deadline else None,
-        "now": clock.now().isoformat(),
+        "now": now.isoformat(),
+        "explain": _explain(run, window, live, now),
     }
 
 
-def _batch_window(run: UpgradeRun) -> tuple[int, list[UpgradeBatch]]:
+def _batch_window(run: UpgradeRun, counts: dict[str, Expression] | None = None) -> tuple[int, list[UpgradeBatch]]:
     # All of them; or a few done batches for context, then the one in flight and what follows.
     start = 0 if run.batch_count <= BATCH_WINDOW else max(0, min(run.current_batch - 5, run.batch_count - BATCH_WINDOW))
     rows = UpgradeBatch.objects.filter(run=run, index__gte=start, index__lt=start + BATCH_WINDOW).order_by("index")
+    if counts:
+        rows = rows.annotate(**counts)
     return start, list(rows)
+
+
+# --- why is it waiting: the live counts behind `explain` --------------------------------------
+
+# The engine's "unhealthy for any reason" (engine._set_health, R-GATE-1/2): Unhealthy or
+# Unknown health, not running, or failed provisioning. Initializing is not held against the set.
+_UNHEALTHY = (
+    Q(health_state__in=[HealthState.UNHEALTHY, HealthState.UNKNOWN])
+    | ~Q(power_state=PowerState.RUNNING)
+    | Q(provisioning_state=ProvisioningState.FAILED)
+)
+# The engine's `_healthy`: what ends a health wait (or a rollback's wait) for an instance.
+_HEALTHY = Q(
+    health_state=HealthState.HEALTHY, provisioning_state=ProvisioningState.SUCCEEDED, power_state=PowerState.RUNNING
+)
+_DRIVER_BUSY = ~Q(provisioning_state__in=[ProvisioningState.SUCCEEDED, ProvisioningState.FAILED])
+_POWERING = Q(power_state__in=[PowerState.STARTING, PowerState.STOPPING])
+
+# Rollback phases show which instances; at most this many ids (then "and N more").
+ROLLBACK_IDS_SHOWN = 20
+
+
+def _count(instances: QuerySet[Instance]) -> Expression:
+    """A scalar subquery counting these instances (all of one set), 0 when none."""
+    counted = instances.order_by().values("scale_set_id").annotate(n=Count("pk")).values("n")[:1]
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def _live_count_expressions(run: UpgradeRun) -> dict[str, Expression]:
+    """The counts the run's phase needs, as subqueries (none for a finished run). Each
+    counts rows of one set by indexed columns: no per-instance query, whatever the size."""
+    if run.status != RunStatus.ROLLING_FORWARD:
+        return {}
+    if run.phase in (Phase.BEFORE_BATCH, Phase.PAUSE):
+        instances = Instance.objects.filter(scale_set_id=run.scale_set_id)
+        return {"live_set_total": _count(instances), "live_set_unhealthy": _count(instances.filter(_UNHEALTHY))}
+    status = (
+        OutcomeStatus.FAILED
+        if run.phase in (Phase.ROLLBACK_DISPATCHING, Phase.ROLLING_BACK)
+        else OutcomeStatus.IN_PROGRESS
+    )
+    in_batch = InstanceOutcome.objects.filter(run_id=run.pk, batch__index=run.current_batch, status=status)
+    batch = Instance.objects.filter(pk__in=in_batch.values("instance_id"))
+    return {
+        "live_batch_total": _count(batch),
+        "live_batch_reimaging": _count(batch.filter(_DRIVER_BUSY)),
+        "live_batch_booting": _count(batch.filter(~_DRIVER_BUSY & _POWERING)),
+        "live_batch_healthy": _count(batch.filter(_HEALTHY)),
+        "live_batch_provisioning_failed": _count(batch.filter(provisioning_state=ProvisioningState.FAILED)),
+    }
+
+
+def _live_counts(run: UpgradeRun, counts: dict[str, Expression]) -> dict[str, int]:
+    """The same counts in one query of their own (a run's page, which has its batches)."""
+    if not counts:
+        return {}
+    row = UpgradeRun.objects.filter(pk=run.pk).annotate(**counts).values(*counts).first()
+    return dict(row) if row else {}
+
+
+def _explain(
+    run: UpgradeRun, window: Sequence[UpgradeBatch], live: dict[str, int], now: dt.datetime
+) -> dict[str, Any] | None:
+    if run.status != RunStatus.ROLLING_FORWARD:
+        return None
+    policy = run.policy_snapshot
+    between = run.phase in (Phase.BEFORE_BATCH, Phase.PAUSE)
+    index = run.current_batch + 1 if between else run.current_batch
+    size = next((b.size for b in window if b.index == index), 0)
+    rollback_ids: tuple[int, ...] = ()
+    if run.phase in (Phase.ROLLBACK_DISPATCHING, Phase.ROLLING_BACK):
+        # One small query, only while rolling back: which instances get their old disk back.
+        rollback_ids = tuple(
+            InstanceOutcome.objects.filter(run=run, batch__index=run.current_batch, status=OutcomeStatus.FAILED)
+            .order_by("instance_id_number")
+            .values_list("instance_id_number", flat=True)[:ROLLBACK_IDS_SHOWN]
+        )
+    facts = RunFacts(
+        status=run.status,
+        phase=run.phase,
+        kind=run.kind,
+        cancel_requested=run.cancel_requested,
+        current_batch=run.current_batch,
+        batch_count=run.batch_count,
+        batch_size=size,
+        all_at_once=policy.all_at_once,
+        max_unhealthy_percent=policy.max_unhealthy_instance_percent,
+        max_unhealthy_upgraded_percent=policy.max_unhealthy_upgraded_instance_percent,
+        successful=run.successful_count,
+        failed=run.failed_count,
+        in_progress=run.in_progress_count,
+        set_total=live.get("live_set_total", 0),
+        set_unhealthy=live.get("live_set_unhealthy", 0),
+        batch_total=live.get("live_batch_total", 0),
+        batch_reimaging=live.get("live_batch_reimaging", 0),
+        batch_booting=live.get("live_batch_booting", 0),
+        batch_healthy=live.get("live_batch_healthy", 0),
+        batch_provisioning_failed=live.get("live_batch_provisioning_failed", 0),
+        rollback_instance_ids=rollback_ids,
+        now=now,
+        next_action_at=run.next_action_at,
+        phase_deadline=run.phase_deadline,
+    )
+    explanation = explain_run(facts)
+    return explanation.as_json() if explanation else None
 
 
 def _batch_json(batch: UpgradeBatch) -> dict[str, Any]:
@@ -123,11 +255,13 @@ def run_panel(scale_set_id: int) -> dict[str, Any] | None:
 
 
 def latest_runs(scale_set_ids: Iterable[int]) -> dict[int, UpgradeRun]:
-    """The latest run of each of these sets, by set id (one query, whatever their number)."""
-    newest = (
-        UpgradeRun.objects.filter(scale_set_id=OuterRef("scale_set_id")).order_by("-started_at", "-pk").values("pk")[:1]
-    )
-    runs = UpgradeRun.objects.filter(scale_set_id__in=list(scale_set_ids)).filter(pk=Subquery(newest))
+    """The latest run of each of these sets, by set id (one query, whatever their number).
+
+    The newest run is looked up once per set (a subquery per set row), not checked once per
+    run: with 10,000 runs on 200 sets that is 200 index look-ups instead of 10,000."""
+    newest = UpgradeRun.objects.filter(scale_set_id=OuterRef("pk")).order_by("-started_at", "-pk").values("pk")[:1]
+    latest = ScaleSet.objects.filter(pk__in=list(scale_set_ids)).values(latest=Subquery(newest))
+    runs = UpgradeRun.objects.filter(pk__in=latest)
     return {run.scale_set_id: run for run in runs}
 
 

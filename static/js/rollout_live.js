@@ -12,6 +12,26 @@
 
   const MIN_INTERVAL = 1000; // ms between two fetches of the fragment
 
+  // The time left, in the words of upgrades/explain.py span_words ("4 m 12 s").
+  function spanWords(ms) {
+    const total = Math.max(0, Math.ceil(ms / 1000));
+    const hours = Math.floor(total / 3600), minutes = Math.floor((total % 3600) / 60), seconds = total % 60;
+    if (hours) return minutes ? `${hours} h ${minutes} m` : `${hours} h`;
+    if (minutes) return seconds ? `${minutes} m ${seconds} s` : `${minutes} m`;
+    return `${seconds} s`;
+  }
+
+  // Each countdown carries the server's time when it was drawn (data-now), so a skewed
+  // browser clock does not matter: the skew is measured once per drawn element.
+  function tick() {
+    document.querySelectorAll(".explain-countdown[data-until]").forEach((node) => {
+      if (node.dataset.skew === undefined) {
+        node.dataset.skew = String(node.dataset.now ? Date.parse(node.dataset.now) - Date.now() : 0);
+      }
+      node.textContent = spanWords(Date.parse(node.dataset.until) - (Date.now() + Number(node.dataset.skew)));
+    });
+  }
+
   function start(options) {
     const element = document.getElementById(options.element);
     const status = options.status ? document.getElementById(options.status) : null;
@@ -89,6 +109,8 @@
       };
     }
     connect();
+    setInterval(tick, 1000); // redraws the time left of waiting sets and zones; no request
+    tick();
     return { refresh };
   }
 

@@ -5,7 +5,9 @@
  * "snapshot" sent on (re)connect has `run`, and each "run" message is the summary the engine
  * published on commit. Nothing polls. The countdowns of the health wait and of the pause
  * between batches tick in the browser, from the summary's deadline and the server's `now`
- * (so a skewed browser clock does not matter).
+ * (so a skewed browser clock does not matter). The summary's `explain` (upgrades/explain.py)
+ * says in words which gate or wait holds the run and what would end it; only its time left
+ * is redrawn here each second.
  *
  * Also here: the heatmap row confirm panel ("upgrade update domain N") and the run page's
  * batch timeline (Plotly).
@@ -55,6 +57,16 @@
     return hours ? `${hours}:${pad(minutes)}:${pad(seconds)}` : `${minutes}:${pad(seconds)}`;
   }
 
+  // The explainer's time left, in the words of upgrades/explain.py span_words: "45 s",
+  // "4 m 12 s", "12 m", "2 h 5 m" (rounded up to the second).
+  function spanWords(ms) {
+    const total = Math.max(0, Math.ceil(ms / 1000));
+    const hours = Math.floor(total / 3600), minutes = Math.floor((total % 3600) / 60), seconds = total % 60;
+    if (hours) return minutes ? `${hours} h ${minutes} m` : `${hours} h`;
+    if (minutes) return seconds ? `${minutes} m ${seconds} s` : `${minutes} m`;
+    return `${seconds} s`;
+  }
+
   function start(options) {
     const root = document.getElementById(options.element);
     const body = root.querySelector("#run-panel-body") || root;
@@ -100,6 +112,7 @@
           timer ? h("span", { className: "countdown", dataset: { until: timer.until } }) : null,
           summary.cancel_requested ? [" ", h("span", { className: "note" }, "Cancel requested: no new batch will start.")] : null));
       }
+      if (active && summary.explain) nodes.push(explainBlock(summary.explain));
       const progress = summary.progress;
       const whole = PROGRESS_PARTS.reduce((sum, [key]) => sum + (progress[key] || 0), 0) || 1;
       nodes.push(h("div", { className: "progress", role: "img", "aria-label": "progress" },
@@ -118,6 +131,18 @@
       const grid = h("div", { className: "run-grid" }, h("div", { className: "run-main" }, nodes));
       if (summary.batches && summary.batches.length) grid.append(batchTable(summary, active));
       return [grid];
+    }
+
+    // "Why is it waiting?": the server's words (upgrades/explain.py); only the time left
+    // inside the headline is redrawn here, every second, by tick().
+    function explainBlock(why) {
+      const headline = why.countdown_until
+        ? [why.before, h("span", { className: "explain-countdown", dataset: { until: why.countdown_until } }, why.left), why.after]
+        : [why.headline];
+      return h("div", { className: "explain", dataset: { kind: why.kind }, "aria-live": "polite" },
+        h("p", { className: "explain-headline" }, headline),
+        why.detail ? h("p", { className: "explain-detail" }, why.detail) : null,
+        why.unblock ? h("p", { className: "explain-unblock" }, why.unblock) : null);
     }
 
     function batchTable(summary, active) {
@@ -155,6 +180,17 @@
         const timer = shown && countdown(shown);
         node.textContent = timer ? `— ${timer.words(remaining(left))}` : "";
       });
+      body.querySelectorAll(".explain-countdown").forEach((node) => {
+        node.textContent = spanWords(Date.parse(node.dataset.until) - (Date.now() + skew));
+      });
+      // The page's rollout notices ("scheduled: starts at … (in 12 m)", drawn by the server
+      // with templates/upgrades/_rollout_waiting.html) tick too, from their own server time.
+      document.querySelectorAll(".rollout-notice .explain-countdown[data-until]").forEach((node) => {
+        if (node.dataset.skew === undefined) {
+          node.dataset.skew = String(node.dataset.now ? Date.parse(node.dataset.now) - Date.now() : 0);
+        }
+        node.textContent = spanWords(Date.parse(node.dataset.until) - (Date.now() + Number(node.dataset.skew)));
+      });
     }
 
     function update(summary) {
@@ -182,34 +218,6 @@
 
     window.runPanel = { shown: () => shown, onMessage };
     return { update, onMessage };
-  }
-
-  /* The heatmap row confirm panel: a click on a row offers to upgrade what the row is. */
-  function rowConfirm(elementId) {
-    const box = document.getElementById(elementId);
-    const form = box.querySelector("form");
-    const value = box.querySelector("[data-row-value]");
-    const text = box.querySelector("[data-row-text]");
-    const scope = form.querySelector('input[name="manual-scope"]');
-    box.querySelector("[data-row-dismiss]").addEventListener("click", () => { box.hidden = true; });
-
-    return function onRowClick(row) {
-      let chosen;
-      if (row.grouping === "update_domain") chosen = { scope: "update_domain", value: row.minor, what: `update domain ${row.minor}` };
-      else if (row.grouping === "fault_domain") chosen = { scope: "fault_domain", value: row.minor, what: `fault domain ${row.minor}` };
-      else chosen = { scope: "zone", value: row.zone, what: `zone ${row.zone}` };
-      if (chosen.value === "" || chosen.value === undefined || chosen.value === null) return;
-      const count = row.count(chosen.scope, chosen.value);
-      const placementGroups = row.placementGroups(chosen.scope, chosen.value);
-      scope.value = chosen.scope;
-      value.name = `manual-${chosen.scope}`;
-      value.value = chosen.value;
-      const across = placementGroups > 1 && chosen.scope !== "zone" ? ` (in all ${placementGroups} placement groups)` : "";
-      const target = row.target ? `, image ${row.target}` : "";
-      text.textContent = `Upgrade ${chosen.what}${across}: ${plural(count, "instance")} → latest model (v${row.modelVersion}${target}), all at once.`;
-      box.hidden = false;
-      box.scrollIntoView({ block: "nearest" });
-    };
   }
 
   /* A page that has no heatmap (a run's page) opens the scale-set socket for run messages. */
@@ -274,5 +282,5 @@
     Plotly.react(element, traces, layout, { displayModeBar: false, responsive: true });
   }
 
-  window.RunPanel = { start, rowConfirm, connect, timeline };
+  window.RunPanel = { start, connect, timeline };
 })();

@@ -363,7 +363,12 @@ def test_the_scale_set_page_says_when_an_automatic_upgrade_is_scheduled_then_run
 
     count, text = queries_for(viewer, f"/scale-sets/{scale_set.pk}/")
     link = f'(<a href="/rollouts/{rollout.pk}/">rollout #{rollout.pk}</a>)'
-    assert f"Automatic OS upgrade to {NEW_VERSION} scheduled at {target.due_at:%Y-%m-%d %H:%M} UTC {link}" in text
+    moment = target.due_at.astimezone(dt.UTC)
+    when = (
+        f'<time datetime="{moment.isoformat()}" title="{moment:%Y-%m-%d %H:%M:%S} UTC" data-local>'
+        f"{moment:%Y-%m-%d %H:%M:%S} UTC</time>"
+    )
+    assert f"Automatic OS upgrade to {NEW_VERSION} scheduled at {when} {link}" in text
     # the page's queries (tests/fleet/test_pages.py) and the set's rollouts, one query
     assert count == 9
 
