@@ -1,7 +1,12 @@
-"""The live scale-set socket: one group per scale set, a snapshot on connect, deltas after.
+"""The live sockets of the fleet pages.
 
-The snapshot carries the heatmap and the run panel (the latest run's summary); after it come
+`ws/scale-sets/<id>/`: one group per scale set, a snapshot on connect, deltas after. The
+snapshot carries the heatmap and the run panel (the latest run's summary); after it come
 heatmap deltas and run updates, each forwarded as published, with no query per message.
+
+`ws/fleet/`: the fleet overview. It only says which sets changed; the page re-fetches those
+rows (coalesced, at most once a second), so a message never carries state that could be
+stale, and hundreds of sets changing cost the server a few small requests a second.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from fleet.events import scale_set_group
+from fleet.events import FLEET_GROUP, scale_set_group
 from fleet.models import ScaleSet
 from fleet.selectors import heatmap_snapshot, scale_set_for_page
 from upgrades.selectors import run_panel
@@ -78,3 +83,29 @@ class ScaleSetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return None
         snapshot["run"] = run_panel(self.scale_set_id)
         return snapshot
+
+
+class FleetConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Authenticates, joins `fleet`, accepts; then forwards each `fleet.changed` as
+    `{"type": "changed", "ids": [...]}`.
+
+    No snapshot message: the page it serves was rendered just before it connected, and after
+    a reconnect the page re-fetches every row it shows (what a snapshot would carry). It joins
+    before accepting, so nothing committed after the page knows it is open goes unheard.
+    """
+
+    async def connect(self) -> None:
+        if not self.scope["user"].is_authenticated:
+            await self.accept()  # then close: the page sees 4401, not a bare 1006
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.group = FLEET_GROUP
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def fleet_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "changed", "ids": event["ids"]})

@@ -4,6 +4,13 @@ Groups: `scale-set.<id>` gets heatmap deltas. A service calls `instances_changed
 bulk change with every instance it touched; after the transaction commits, their cells are
 read once and sent as one message. Delivery is at-most-once: a page that suspects it missed
 something asks for a fresh snapshot.
+
+`fleet` (the fleet overview) hears of every message sent to a set's group as one small
+`fleet.changed` with the set's id: cell deltas, model changes and run updates (which
+upgrades.events sends through `send`) all reach it this way, with no query and no second
+on-commit hook. Those messages are already coalesced per commit by their publishers, so it
+costs one group_send per set-level change; the page then re-fetches those rows, at most once
+a second.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ from django.db import transaction
 log = logging.getLogger(__name__)
 
 
+_SCALE_SET_GROUP = "scale-set."
+FLEET_GROUP = "fleet"
+
+
 def scale_set_group(scale_set_id: int) -> str:
-    return f"scale-set.{scale_set_id}"
+    return f"{_SCALE_SET_GROUP}{scale_set_id}"
 
 
 def instances_changed(scale_set_id: int, instance_pks: Iterable[int]) -> None:
@@ -48,9 +59,17 @@ def _send_cells(scale_set_id: int, pks: list[int]) -> None:
 
 
 def send(group: str, message: Mapping[str, Any]) -> None:
+    """Send to a group (after commit); a set's group's message is also told to the fleet."""
     layer = get_channel_layer()
     if layer is None:
         return
+    _group_send(layer, group, message)
+    if group.startswith(_SCALE_SET_GROUP):
+        scale_set_id = int(group.removeprefix(_SCALE_SET_GROUP))
+        _group_send(layer, FLEET_GROUP, {"type": "fleet.changed", "ids": [scale_set_id]})
+
+
+def _group_send(layer: Any, group: str, message: Mapping[str, Any]) -> None:
     try:
         async_to_sync(layer.group_send)(group, message)
     except Exception:  # a page missing a delta must never fail the change that caused it

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Exists, OuterRef, Q
 
 from fleet import clock
-from fleet.heatmap import CELL_STATES, cell_state
+from fleet.heatmap import CELL_STATES, STATE_KEYS, cell_state
 from fleet.images import ImageRef
 from fleet.models import (
     GalleryImageVersion,
@@ -20,8 +22,9 @@ from fleet.models import (
     ScaleSet,
     ScaleSetExtension,
     SupportedOsSku,
+    UpgradeMode,
 )
-from fleet.versions import LATEST
+from fleet.versions import LATEST, version_sort_key
 
 
 def latest_platform_version(
@@ -254,19 +257,73 @@ def scale_set_for_page(scale_set_id: int) -> ScaleSet:
     return ScaleSet.objects.select_related("region", "gallery_image__gallery").get(pk=scale_set_id)
 
 
-# --- list -------------------------------------------------------------------------------
+# --- the fleet overview (the scale-set list) -------------------------------------------------
+
+# Colour-blind-safe (Okabe–Ito) health parts, in the order the stacked bar draws them.
+HEALTH_PARTS: list[tuple[str, str, str]] = [
+    ("healthy", "healthy", "#009E73"),
+    ("unhealthy", "unhealthy", "#D55E00"),
+    ("initializing", "initializing", "#F0E442"),
+    ("unknown", "unknown", "#CC79A7"),
+    ("stopped", "stopped", "#7F7F7F"),
+]
+_DOWN_POWER = {"stopping", "stopped", "deallocating", "deallocated"}
+_HEALTH_PART = {"Healthy": "healthy", "Unhealthy": "unhealthy", "Initializing": "initializing"}
+
+# A fleet heatmap cell (one set, one update domain) takes the colour of the state that most
+# needs an operator's eyes among its instances: a failure first, a finished, healthy domain last.
+CELL_PRIORITY = ["failed", "unhealthy", "upgrading", "waiting", "rolled_back", "stopped", "outdated", "up_to_date"]
+UPDATE_DOMAIN_COLUMNS = 20
+
+SORT_KEYS = ["name", "group", "region", "zones", "capacity", "mode", "auto", "health", "version", "run"]
+RUN_STATES = {
+    "upgrading": "upgrading now",
+    "failed": "failed last",
+    "outdated": "not on latest",
+    "none": "never upgraded",
+}
 
 
-def scale_set_rows(*, region: str = "", mode: str = "", search: str = "") -> list[dict[str, Any]]:
-    """The scale-set list with a health and state summary per set (bounded queries)."""
+@dataclass(frozen=True)
+class OverviewFilters:
+    """What the overview shows, read from GET parameters (unknown values mean 'all')."""
+
+    search: str = ""
+    region: str = ""
+    mode: str = ""
+    state: str = ""
+    sort: str = "name"
+    descending: bool = False
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> OverviewFilters:
+        sort = query.get("sort", "name")
+        state = query.get("state", "")
+        return cls(
+            search=query.get("q", "").strip()[:100],
+            region=query.get("region", "")[:40],
+            mode=query.get("mode", "") if query.get("mode", "") in UpgradeMode.values else "",
+            state=state if state in RUN_STATES else "",
+            sort=sort if sort in SORT_KEYS else "name",
+            descending=query.get("dir", "") == "desc",
+        )
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.search or self.region or self.mode or self.state)
+
+
+def scale_set_rows(
+    *, region: str = "", mode: str = "", search: str = "", ids: Collection[int] | None = None
+) -> list[dict[str, Any]]:
+    """One row per set (by name) with its health, image versions and fleet-heatmap cells.
+
+    Three queries whatever the number of sets: the sets, one aggregate over their instances
+    grouped by set, update domain and every state field a heatmap cell depends on, and their
+    target images (one more when gallery sets are among them). `search` matches the name or
+    the resource group; `ids` limits the rows to those sets (the live page's re-fetch).
+    """
     sets = ScaleSet.objects.select_related("region", "gallery_image__gallery").annotate(
-        instance_count=Count("instances"),
-        healthy_count=Count("instances", filter=Q(instances__health_state="Healthy")),
-        down_count=Count(
-            "instances",
-            filter=Q(instances__power_state__in=["stopping", "stopped", "deallocating", "deallocated"]),
-        ),
-        outdated_model_count=Count("instances", filter=Q(instances__model_version__lt=F("model_version"))),
         auto_extension_upgrade=Exists(
             ScaleSetExtension.objects.filter(scale_set=OuterRef("pk"), enable_automatic_upgrade=True)
         ),
@@ -276,33 +333,185 @@ def scale_set_rows(*, region: str = "", mode: str = "", search: str = "") -> lis
     if mode:
         sets = sets.filter(upgrade_mode=mode)
     if search:
-        sets = sets.filter(name__icontains=search)
-    sets_list = list(sets.order_by("name"))
-    image_counts = _instances_per_image(sets_list)
+        sets = sets.filter(Q(name__icontains=search) | Q(resource_group__icontains=search))
+    if ids is not None:
+        sets = sets.filter(pk__in=list(ids))
+    sets_list = list(sets.order_by("name", "pk"))
+    if not sets_list:
+        return []
+    groups = _instance_groups(sets_list)
     targets = target_images(sets_list)
-    rows = []
-    for scale_set in sets_list:
-        target = targets[scale_set.pk]
-        on_target = image_counts.get((scale_set.pk, target.key), 0) if target else 0
-        rows.append(
-            {
-                "scale_set": scale_set,
-                "target": target,
-                "instance_count": scale_set.instance_count,  # type: ignore[attr-defined]
-                "healthy_count": scale_set.healthy_count,  # type: ignore[attr-defined]
-                "down_count": scale_set.down_count,  # type: ignore[attr-defined]
-                "outdated_model_count": scale_set.outdated_model_count,  # type: ignore[attr-defined]
-                "on_target_count": on_target,
-            }
+    return [_overview_row(s, targets[s.pk], groups.get(s.pk, [])) for s in sets_list]
+
+
+def _instance_groups(sets: Sequence[ScaleSet]) -> dict[int, list[dict[str, Any]]]:
+    """Instances counted per set, update domain and state fields: the one query over instances."""
+    # Filtering by the set ids (not a join or subquery) keeps it one index range scan per set.
+    rows = (
+        Instance.objects.filter(scale_set_id__in=[s.pk for s in sets])
+        .values(
+            "scale_set_id",
+            "update_domain",
+            "os_image",
+            "model_version",
+            "power_state",
+            "provisioning_state",
+            "health_state",
+            "last_upgrade_outcome",
         )
-    return rows
-
-
-def _instances_per_image(sets: Sequence[ScaleSet]) -> dict[tuple[int, str], int]:
-    counts = (
-        Instance.objects.filter(scale_set__in=sets)
-        .values("scale_set_id", "os_image")
         .annotate(n=Count("pk"))
         .order_by()
     )
-    return {(row["scale_set_id"], row["os_image"]): row["n"] for row in counts}
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        found.setdefault(row["scale_set_id"], []).append(dict(row))
+    return found
+
+
+def _overview_row(scale_set: ScaleSet, target: ImageRef | None, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    target_key = target.key if target else None
+    health = dict.fromkeys((key for key, _, _ in HEALTH_PARTS), 0)
+    images: dict[str, int] = {}
+    outdated_model = 0
+    # update domain -> cell state -> instances
+    domains: dict[int, dict[str, int]] = {}
+    for g in groups:
+        n = g["n"]
+        if g["power_state"] in _DOWN_POWER:
+            health["stopped"] += n
+        else:
+            health[_HEALTH_PART.get(g["health_state"], "unknown")] += n
+        images[g["os_image"]] = images.get(g["os_image"], 0) + n
+        model_applied = g["model_version"] >= scale_set.model_version
+        if not model_applied:
+            outdated_model += n
+        state = cell_state(
+            power_state=g["power_state"],
+            provisioning_state=g["provisioning_state"],
+            health_state=g["health_state"],
+            last_upgrade_outcome=g["last_upgrade_outcome"],
+            up_to_date=model_applied and (target_key is None or g["os_image"] == target_key),
+        )
+        cell = domains.setdefault(g["update_domain"], {})
+        cell[state] = cell.get(state, 0) + n
+    instance_count = sum(health.values())
+    on_target = images.get(target_key, 0) if target_key else 0
+    health_parts = [
+        {"key": key, "label": label, "color": color, "count": health[key]}
+        for key, label, color in HEALTH_PARTS
+        if health[key]
+    ]
+    versions = _version_parts(images, target_key)
+    return {
+        "scale_set": scale_set,
+        "target": target,
+        "instance_count": instance_count,
+        "healthy_count": health["healthy"],
+        "down_count": health["stopped"],
+        "outdated_model_count": outdated_model,
+        "on_target_count": on_target,
+        "on_latest": instance_count > 0 and on_target == instance_count and not outdated_model,
+        "health": health_parts,
+        # the bars' words (screen readers, the text under the bar), written once per row here
+        # rather than by template loops: with hundreds of rows the loops were a fifth of the page
+        "health_text": ", ".join(f"{p['count']} {p['label']}" for p in health_parts) or "no instances",
+        "versions": versions,
+        "versions_text": ", ".join(f"{p['count']} {p['label']}" for p in versions) or "no instances",
+        "domains": domains,
+    }
+
+
+def _version_parts(images: dict[str, int], target_key: str | None) -> list[dict[str, Any]]:
+    """Instances per image, oldest first, the target (latest) marked: the version bar."""
+
+    def order(key: str) -> tuple[int, str]:
+        version = ImageRef.from_key(key).version
+        try:
+            return (0, version_sort_key(version))
+        except ValidationError:  # a custom image has no version: after every versioned one
+            return (1, key)
+
+    return [
+        {
+            "label": ImageRef.from_key(key).label,
+            "count": images[key],
+            "latest": key == target_key,
+        }
+        for key in sorted(images, key=order)
+    ]
+
+
+def fleet_heatmap_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A set's row of the fleet heatmap: per update domain, the state that matters most (its
+    index in CELL_STATES, None where the set has no instance) and the count of each state."""
+    columns = max([UPDATE_DOMAIN_COLUMNS, *(ud + 1 for ud in row["domains"])])
+    index = {state.key: i for i, state in enumerate(CELL_STATES)}
+    cells: list[int | None] = []
+    counts: list[dict[str, int] | None] = []
+    for ud in range(columns):
+        found = row["domains"].get(ud)
+        if not found:
+            cells.append(None)
+            counts.append(None)
+            continue
+        worst = next(state for state in CELL_PRIORITY if state in found)
+        cells.append(index[worst])
+        counts.append({state: found[state] for state in STATE_KEYS if state in found})
+    scale_set = row["scale_set"]
+    return {"id": scale_set.pk, "name": scale_set.name, "cells": cells, "counts": counts}
+
+
+def fleet_heatmap_states() -> list[dict[str, str]]:
+    return [{"key": s.key, "label": s.label, "color": s.color} for s in CELL_STATES]
+
+
+def run_state_of(run: Any) -> str:
+    """The overview's run-state filter value of a set's latest run (duck-typed: fleet does not
+    import upgrades)."""
+    if run is None:
+        return "none"
+    if run.status == "RollingForward":
+        return "upgrading"
+    if run.status == "Faulted":
+        return "failed"
+    return "done"
+
+
+def overview_select(rows: list[dict[str, Any]], filters: OverviewFilters) -> list[dict[str, Any]]:
+    """Apply the run-state filter and the sort to rows that carry their latest `run`.
+
+    The page's script sorts and filters with the same keys (the rows' data-* attributes), so
+    a link and a click show the same order.
+    """
+    for row in rows:
+        row["run_state"] = run_state_of(row.get("run"))
+        row["sort"] = _sort_keys(row)
+    if filters.state == "outdated":
+        rows = [r for r in rows if not r["on_latest"]]
+    elif filters.state:
+        rows = [r for r in rows if r["run_state"] == filters.state]
+    rows.sort(key=lambda r: (r["sort"][filters.sort], r["sort"]["name"]), reverse=filters.descending)
+    return rows
+
+
+_RUN_ORDER = {"upgrading": 0, "failed": 1, "done": 2, "none": 3}
+
+
+def _sort_keys(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Comparable values per column; strings for text, numbers for the rest."""
+    s = row["scale_set"]
+    total = row["instance_count"]
+    run = row.get("run")
+    return {
+        "name": s.name.lower(),
+        "group": s.resource_group.lower(),
+        "region": s.region.name,
+        "zones": ",".join(s.zones or []),
+        "capacity": s.capacity,
+        "mode": s.upgrade_mode,
+        "auto": int(s.enable_automatic_os_upgrade),
+        "health": round(row["healthy_count"] / total, 4) if total else -1,
+        "version": round(row["on_target_count"] / total, 4) if total else -1,
+        # upgrading first, then failed, then the rest; among equals the newest run first
+        "run": _RUN_ORDER[row["run_state"]] * 1e10 - (run.started_at.timestamp() if run else 0),
+    }

@@ -188,3 +188,71 @@ async def test_run_updates_are_forwarded_to_the_page_as_they_are_published(no_wo
     assert await socket.receive_nothing(timeout=0.5)
     assert no_worker == [run.pk, run.pk, elsewhere.pk]
     await socket.disconnect()
+
+
+# --- the fleet overview's socket -----------------------------------------------------------------
+
+
+async def test_the_fleet_socket_refuses_anonymous_users():
+    assert await closed_with(communicator("/ws/fleet/")) == CLOSE_UNAUTHENTICATED
+
+
+async def test_the_fleet_socket_names_the_set_whose_instances_changed():
+    scale_set = await make_scale_set(capacity=3)
+    other = await database_sync_to_async(factories.scale_set)("other", capacity=2, zones=[])
+    cookie = await logged_in_cookie()
+    socket = communicator("/ws/fleet/", (b"cookie", cookie))
+    connected, _ = await socket.connect()
+    assert connected
+    assert await socket.receive_nothing(timeout=0.2)  # the page it serves is the snapshot
+
+    await database_sync_to_async(services.instances_power)(
+        scale_set=scale_set, instance_ids=[0, 1], action=PowerAction.POWER_OFF
+    )
+    assert await socket.receive_json_from(timeout=5) == {"type": "changed", "ids": [scale_set.pk]}
+    await database_sync_to_async(services.instances_power)(
+        scale_set=other, instance_ids=[0], action=PowerAction.POWER_OFF
+    )
+    assert await socket.receive_json_from(timeout=5) == {"type": "changed", "ids": [other.pk]}
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+
+
+async def test_the_fleet_socket_hears_of_a_run_starting_and_being_cancelled(no_worker):
+    scale_set = await outdated_scale_set(capacity=4)
+    cookie = await logged_in_cookie()
+    socket = communicator("/ws/fleet/", (b"cookie", cookie))
+    await socket.connect()
+
+    await database_sync_to_async(upgrade_services.os_upgrade_now)(scale_set=scale_set)
+    assert await socket.receive_json_from(timeout=5) == {"type": "changed", "ids": [scale_set.pk]}
+    await database_sync_to_async(upgrade_services.run_cancel)(scale_set=scale_set)
+    assert await socket.receive_json_from(timeout=5) == {"type": "changed", "ids": [scale_set.pk]}
+    await socket.disconnect()
+
+
+async def test_the_fleet_socket_hears_of_a_model_change_once_it_commits():
+    scale_set = await make_scale_set(capacity=2)
+    cookie = await logged_in_cookie()
+    socket = communicator("/ws/fleet/", (b"cookie", cookie))
+    await socket.connect()
+
+    @database_sync_to_async
+    def change_in_a_transaction_then_fail() -> None:
+        from django.db import transaction
+
+        from fleet import events
+
+        try:
+            with transaction.atomic():
+                events.scale_set_changed(scale_set.pk)
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        with transaction.atomic():
+            events.scale_set_changed(scale_set.pk)
+
+    await change_in_a_transaction_then_fail()
+    assert await socket.receive_json_from(timeout=5) == {"type": "changed", "ids": [scale_set.pk]}
+    assert await socket.receive_nothing(timeout=0.3)  # the rolled-back change told nobody
+    await socket.disconnect()

@@ -55,7 +55,7 @@ def test_the_list_shows_each_set_with_its_summary(viewer_client):
     assert "batch" in html
     assert "1 stopped" in html
     assert f"→ {factories.NEW_VERSION}" in html
-    assert "0 / 5" in html  # none on the newest image yet
+    assert "0 of 5 on latest" in html  # none on the newest image yet
 
 
 def test_the_list_filters_by_region_mode_and_name(viewer_client):
