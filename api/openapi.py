@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from api import arm
+from api import arm, plan_views
 from api.bodies import EXTENSION_PROPERTIES, MAX_INT, PLAIN
 from api.models import OperationStatus
 from fleet.models import HealthState, OsType, ReplicationState, UpgradeMode
@@ -634,6 +634,7 @@ def _console_schemas() -> dict[str, Schema]:
         required="all",
     )
     return {
+        **_plan_schemas(),
         "FaultProfile": obj({"target": string(), **knobs, "bootSeconds": number(nullable=True)}, required="all"),
         "FaultKnobs": obj(
             knobs,
@@ -713,6 +714,138 @@ def _console_schemas() -> dict[str, Schema]:
             required=("id", "at", "batchIndex", "fromState", "toState", "message"),
         ),
     }
+
+
+def _plan_schemas() -> dict[str, Schema]:
+    """What POST …/plan reads (api.plan_views) and answers (upgrades.preview.Preview.as_json,
+    whatif_json, upgrades.whatif.WhatIf.as_json)."""
+    seconds = number(minimum=0, description="Simulated seconds")
+    domains = plan_views.MOST_DOMAIN
+    what_if_batch = obj(
+        {
+            "number": integer(minimum=1),
+            "updateDomain": integer(description="-1 for an all-at-once batch"),
+            "zone": string(description="Empty when the set is not zonal"),
+            "size": integer(),
+            "failed": integer(description="Instances of the batch that would not become healthy"),
+            "rolledBack": integer(),
+            "upgradedSoFar": integer(),
+            "unhealthyUpgradedSoFar": integer(description="R-GATE-3's count, rolled back or not"),
+            "toleratedUpgraded": integer(description="The most R-GATE-3 lets pass after this batch"),
+            "setUnhealthyBefore": integer(description="R-GATE-1/2's count before the batch"),
+            "toleratedSet": integer(),
+            "startsAt": number(description="Simulated seconds from the start"),
+            "endsAt": number(description="Simulated seconds from the start"),
+        },
+        required="all",
+    )
+    what_if = obj(
+        {
+            "failureShare": number(minimum=0, maximum=1, description="The assumed share never healthy on the target"),
+            "bootSeconds": number(minimum=0, description="The assumed boot time (simulated seconds)"),
+            "summary": string(description="How the run would end, in one sentence"),
+            "totalText": string(),
+            "timeScale": number(),
+            "plannedBatches": integer(),
+            "completed": boolean(),
+            "stopCode": string(nullable=True, description="The gate's error code; null when the run completes"),
+            "stopBatch": integer(nullable=True, description="The batch before or after which it stops"),
+            "stopBefore": boolean(description="Stops before the batch (R-GATE-1/2) or after it (R-GATE-3)"),
+            "upgraded": integer(),
+            "hit": integer(description="Upgraded instances that would not become healthy"),
+            "rolledBack": integer(),
+            "rollbackSeconds": seconds,
+            "totalSeconds": seconds,
+            "failingInstanceIds": array(string()),
+            "plannedUpgraded": array(integer(), description="Had every batch run: upgraded after each"),
+            "plannedTolerated": array(integer(), description="… and the most R-GATE-3 lets pass then"),
+            "batches": array(what_if_batch, description="The batches that would start"),
+        },
+        required="all",
+        description="The plan played forward against an assumed failure share and boot time.",
+    )
+    batch = obj(
+        {
+            "number": integer(minimum=1),
+            "updateDomain": integer(description="-1 for an all-at-once batch"),
+            "zone": string(description="Empty when the set is not zonal"),
+            "instanceIds": array(string()),
+        },
+        required="all",
+    )
+    plan = obj(
+        {
+            "action": string(enum=["manual", "rolling", "os_upgrade"]),
+            "title": string(),
+            "kind": string(enum=enum_of(Kind)),
+            "blastRadius": string(),
+            "targetImage": string(description="The target's image key"),
+            "targetModelVersion": integer(),
+            "instanceCount": integer(description="Instances the run would upgrade"),
+            "setInstanceCount": integer(),
+            "batchSize": integer(),
+            "rounding": string(description="How the batch size was rounded (R-BATCH-1)"),
+            "batches": array(batch, description="In the order they would run"),
+            "gates": array(string(), description="The health gates, as instance counts"),
+            "skipped": array(obj({"instanceId": string(), "reason": string()}, required="all")),
+            "rollback": string(),
+            "rollsBack": boolean(description="Failed instances are rolled back"),
+            "rollsBackOnBreach": boolean(description="… when a batch breaches a gate"),
+            "eta": string(),
+            "etaSeconds": number(description="Simulated seconds, every instance healthy"),
+            "timeScale": number(),
+            "timeNote": string(),
+            "notes": array(string()),
+            "policy": obj(
+                {
+                    "maxBatchInstancePercent": integer(),
+                    "maxUnhealthyInstancePercent": integer(),
+                    "maxUnhealthyUpgradedInstancePercent": integer(),
+                    "pauseSeconds": seconds,
+                    "healthWaitSeconds": seconds,
+                    "allAtOnce": boolean(),
+                },
+                required="all",
+            ),
+            "whatIf": ref("UpgradeWhatIf"),
+        },
+        required="all",
+        description="A plan preview: what the action would do, computed by the code the action runs.",
+    )
+    plan_input = obj(
+        {
+            "action": string(enum=list(plan_views.ACTIONS), description="The action to plan"),
+            "instanceIds": array(
+                {"oneOf": [string(), integer()]},
+                minItems=1,
+                maxItems=plan_views.MOST_INSTANCE_IDS,
+                description='manualupgrade: instance ids (strings; numbers are taken too); "*" means all.',
+            ),
+            "updateDomain": integer(minimum=0, maximum=domains, description="manualupgrade: an update domain"),
+            "faultDomain": integer(minimum=0, maximum=domains, description="manualupgrade: a fault domain"),
+            "zone": string(minLength=1, maxLength=8, pattern=r"\S", description="manualupgrade: a zone"),
+            "batchSize": integer(
+                minimum=1, maximum=plan_views.MOST_BATCH_SIZE, description="rolling: instances per batch"
+            ),
+            "pauseSeconds": number(
+                minimum=0, maximum=plan_views.MOST_PAUSE_SECONDS, description="rolling: pause between batches"
+            ),
+            "failureShare": number(
+                minimum=0, maximum=1, description="What-if: share never healthy (default: the target's profile)"
+            ),
+            "bootSeconds": number(
+                minimum=0,
+                maximum=plan_views.MOST_BOOT_SECONDS,
+                description="What-if: boot time (default: the target's or the simulator's)",
+            ),
+        },
+        required=("action",),
+        description=(
+            "manualupgrade takes exactly one of instanceIds, updateDomain, faultDomain and zone (R-MAN-1); "
+            "the other actions ignore them, and only rolling reads batchSize and pauseSeconds."
+        ),
+    )
+    return {"UpgradePlanInput": plan_input, "UpgradePlan": plan, "UpgradeWhatIf": what_if}
 
 
 def schemas() -> dict[str, Schema]:
@@ -884,6 +1017,9 @@ ERROR_RESPONSES: dict[str, tuple[str, Schema]] = {
     ),
 }
 ALWAYS = ("400", "401", "403", "405", "429")  # every ARM endpoint: api-version, auth, role, method, limit
+# An operation extension: true on a POST that is a read (the viewers role may call it), as a
+# plan preview is; GET is always a read, PUT, PATCH, DELETE and other POSTs are writes.
+READ_ONLY = "x-read-only"
 
 
 def _responses() -> dict[str, Schema]:
@@ -932,8 +1068,10 @@ def operation(
     parameters: tuple[Schema, ...] = (),
     body: Schema | None = None,
     description: str | None = None,
+    read_only: bool = False,
 ) -> Schema:
-    """One ARM endpoint: api-version, bearer auth and the errors every endpoint can answer."""
+    """One ARM endpoint: api-version, bearer auth and the errors every endpoint can answer.
+    `read_only`: a POST that writes nothing, so viewers may call it (READ_ONLY marks it)."""
     result: Schema = {
         "operationId": operation_id,
         "summary": summary,
@@ -943,6 +1081,8 @@ def operation(
     }
     if description:
         result["description"] = description
+    if read_only:
+        result[READ_ONLY] = True
     if body is not None:
         result["requestBody"] = body
     return result
@@ -987,6 +1127,7 @@ SCALE_SET_EXAMPLE = {
         },
     },
 }
+PLAN_EXAMPLE = {"action": "osRollingUpgrade", "failureShare": 0.25}
 EXTENSION_EXAMPLE = {
     "properties": {
         "publisher": "Microsoft.ManagedServices",
@@ -1437,7 +1578,11 @@ def _console_paths() -> dict[str, Schema]:
                 {"200": json_response(ref("FaultProfile")), "201": json_response(ref("FaultProfile"), "Created")},
                 tag=tag,
                 body=json_body(ref("FaultKnobs"), example=knobs),
-                extra_errors=("413",),
+                extra_errors=("404", "413"),
+                description=(
+                    "400 when the target is neither an image key nor an extension key; 404 InvalidResourceType "
+                    "when it holds a line break (no route takes such a path, as for GET)."
+                ),
             ),
         ),
         f"{CONSOLE}/runs/{{runId}}": path_item(
@@ -1472,6 +1617,24 @@ def _console_paths() -> dict[str, Schema]:
                 extra_errors=("404", "413"),
             ),
         ),
+        f"{CONSOLE_SET}/plan": path_item(
+            *SET_PARAMS,
+            post=operation(
+                "Console_PlanUpgrade",
+                "The plan preview (dry run) of an upgrade action and its what-if; changes nothing",
+                {"200": json_response(ref("UpgradePlan"))},
+                tag=tag,
+                body=json_body(ref("UpgradePlanInput"), example=PLAN_EXAMPLE),
+                extra_errors=("404", "409", "413"),
+                read_only=True,
+                description=(
+                    "A read: viewers may call it. The batches are those the action would write, computed by the "
+                    "same code. The refusals are the action's own: 409 OperationNotAllowed while a run rolls "
+                    "forward on the set (R-ONE-1) or when nothing is to be upgraded; 400 InvalidParameter or "
+                    "InvalidRequestContent for bad input."
+                ),
+            ),
+        ),
         f"{CONSOLE_SET}/runs": path_item(
             *SET_PARAMS,
             get=operation(
@@ -1502,11 +1665,12 @@ def _openapi_path() -> dict[str, Schema]:
 INFO_DESCRIPTION = """\
 An ARM-compatible subset of Microsoft.Compute (scale sets, their instances, rolling upgrades,
 extensions, the image catalog and gallery image versions) and the console's own API under
-/console/api (publishing versions, the simulator's fault knobs, maintenance, runs).
+/console/api (publishing versions, the simulator's fault knobs, maintenance, runs, plan previews).
 
 Every request needs `?api-version=` (2018-10-01 or later) and `Authorization: Bearer <token>`
 (make one on /api-tokens/; a logged-in page may use its session cookie and CSRF token instead).
-Reading needs the viewers, operators or staff role; writing, operators or staff.
+Reading (GET, and a POST marked `x-read-only: true`) needs the viewers, operators or staff role;
+writing, operators or staff.
 Errors are `{"error": {"code", "message", "target"?, "details"?}}`. Actions are long-running
 operations: 202 with Azure-AsyncOperation, Location and Retry-After. Lists are
 `{"value": [...], "nextLink"?}`, except the image catalog's bare arrays."""

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import actions, arm, catalog_urls, openapi, pages, views
+from api import actions, arm, catalog_urls, openapi, pages, plan_views, views
 
 SCALE_SETS = "providers/Microsoft.Compute/virtualMachineScaleSets"
 GROUP = "subscriptions/<str:subscription_id>/resourceGroups/<str:resource_group>"
@@ -40,6 +40,7 @@ urlpatterns = [
         actions.operation_status,
         name="operation",
     ),
+    path(f"{catalog_urls.CONSOLE_SET}/plan", plan_views.scale_set_plan, name="console-plan"),
     *catalog_urls.urlpatterns,
     # last: anything else under /subscriptions answers ARM's 404, not an HTML page
     # [\s\S], not ".": a newline in the path must not fall through to an HTML 404.

@@ -215,6 +215,80 @@ def test_every_property_the_api_sends_is_described(wsgi_app: WSGIHandler) -> Non
     assert not failures, "\n\n".join(failures)
 
 
+PLAN = (
+    "POST /console/api/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/"
+    "virtualMachineScaleSets/{vmScaleSetName}/plan"
+)
+PLAN_BODIES: list[dict[str, Any]] = [
+    {"action": "osRollingUpgrade"},  # completes: stopCode and stopBatch null
+    {"action": "osRollingUpgrade", "failureShare": 0.5, "bootSeconds": 90},  # a gate stops it
+    {"action": "rolling", "batchSize": 3, "pauseSeconds": 30},
+    {"action": "manualupgrade", "updateDomain": 1},
+    {"action": "manualupgrade", "instanceIds": ["*"]},
+    {"action": "manualupgrade", "zone": "2"},
+]
+
+
+def test_every_property_of_a_plan_is_described(wsgi_app: WSGIHandler) -> None:
+    """The seeded 'web' is mid-upgrade, so the test above only meets the plan's 409 (R-ONE-1):
+    its 200, for each action and the description's own example, on a zonal set at rest with a
+    protected (skipped) instance, against the closed description, read by a viewer."""
+    scale_set = factories.outdated_scale_set(12, zones=["1", "2", "3"])
+    scale_set.instances.filter(instance_id=0).update(protected_from_scale_set_actions=True)
+    token = token_create(user=factories.user("planner", "viewers"), name="plan")[1]
+    schema = schemathesis.openapi.from_dict(_closed(description()))
+    schema.app = wsgi_app
+    operation = next(r.ok() for r in schema.get_all_operations() if r.ok().label == PLAN)
+    example = next(e.body for e in endpoints() if str(e) == PLAN)
+    answers = []
+    for body in [example, *PLAN_BODIES]:
+        case = operation.Case(
+            path_parameters={
+                "subscriptionId": scale_set.subscription_id,
+                "resourceGroupName": scale_set.resource_group,
+                "vmScaleSetName": scale_set.name,
+            },
+            query={"api-version": API_VERSION},
+            headers={"Authorization": f"Bearer {token}"},
+            body=body,
+            media_type="application/json",
+        )
+        response = case.call()
+        assert response.status_code == 200, (body, response.text)
+        case.validate_response(response, checks=CHECKS)
+        answers.append(response.json())
+
+    # Every shape was met: null and non-null stops, skipped instances, zones.
+    assert {a["whatIf"]["stopCode"] is None for a in answers} == {True, False}
+    assert any(a["skipped"] for a in answers)
+    assert any(b["zone"] for a in answers for b in a["batches"])
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_a_fault_profile_target_with_a_line_break_is_a_described_404(wsgi_app: WSGIHandler, method: str) -> None:
+    """<path:target> takes no line break, so the catch-all answers ARM's 404 (the fuzz once met
+    this on PUT): the description allows it."""
+    token = token_create(user=factories.user("breaker", "operators"), name="break")[1]
+    schema = schemathesis.openapi.from_dict(description())
+    schema.app = wsgi_app
+    label = f"{method} /console/api/faultProfiles/{{target}}"
+    operation = next(r.ok() for r in schema.get_all_operations() if r.ok().label == label)
+    body: dict[str, Any] = (
+        {"body": {"neverHealthyShare": 0.1}, "media_type": "application/json"} if method == "PUT" else {}
+    )
+    case = operation.Case(
+        path_parameters={"target": f"{factories.NEW_KEY}%0A"},  # quoted, as the fuzz's generated paths are
+        query={"api-version": API_VERSION},
+        headers={"Authorization": f"Bearer {token}"},
+        **body,
+    )
+    response = case.call()
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "InvalidResourceType"
+    case.validate_response(response, checks=CHECKS)
+
+
 # --- true: the fuzz run ------------------------------------------------------------------------------
 
 
