@@ -79,7 +79,11 @@ SQLITE_OPTIONS = {
 }
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Seconds a connection is reused. Django advises 0 for ASGI web servers (each request runs
+    # in its own thread); workers and beat gain from reuse.
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+    }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # sqlite:////abs/path
         DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
 else:
