@@ -5,6 +5,8 @@ read, so a typo in a deployment stops the process at start-up instead of misbeha
 """
 
 import os
+import secrets
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -63,3 +65,27 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def local_secret_key(path: Path) -> str:
+    """The signing key of a console with no SECRET_KEY set: random, made once per checkout and
+    kept in `path`, so that no two installations share a key that is written in the repository.
+
+    Several processes start at once (web, worker, beat): the key is written to a file of its own
+    and linked into place, so exactly one of them creates it and every process reads the same key.
+    A deployment with several hosts sets SECRET_KEY instead (the same on every host)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f"{path.name}.{os.getpid()}")
+    with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(secrets.token_urlsafe(50))
+    try:
+        os.link(draft, path)  # fails if another process linked its key first: then read that one
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()

@@ -13,13 +13,13 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded_redis import default_socket_path
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "insecure-development-key-set-SECRET_KEY-in-production")
+SECRET_KEY = env_str("SECRET_KEY") or local_secret_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -220,6 +220,18 @@ WHITENOISE_AUTOREFRESH = DEBUG  # re-read edited files while developing
 SESSION_COOKIE_HTTPONLY = True
 # Behind HTTPS set SECURE_COOKIES=true; the laptop default serves plain HTTP on loopback.
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+# HTTPS enforcement by Django itself, for deployments whose proxy does not already do it (the
+# example nginx does both; setting them here as well is harmless and makes `check --deploy` clean).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Joining the browsers' HSTS preload list is a decision about a whole domain, not one console on
+# it: never asked for here, so its reminder (W021) would only be noise in `check --deploy`.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Behind a TLS-terminating proxy Django sees plain HTTP: trust the proxy's X-Forwarded-Proto, and
+# only then (a client could send the header itself where no proxy overwrites it).
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,

@@ -2,14 +2,17 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded_redis import EmbeddedRedis
-from config.env import env_bool, env_float, env_int, env_list
+from config.env import env_bool, env_float, env_int, env_list, local_secret_key
 from config.settings import _celery_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.mark.parametrize(("raw", "value"), [("1", True), ("true", True), ("YES", True), ("off", False), ("0", False)])
@@ -73,3 +76,28 @@ def test_the_embedded_redis_starts_answers_and_stops(tmp_path):
     assert server.process is not None
     assert server.process.poll() is not None
     assert not server.socket_path.exists()
+
+
+def test_without_secret_key_each_checkout_makes_its_own_and_keeps_it(tmp_path):
+    key = local_secret_key(tmp_path / "var" / "secret_key")
+    assert len(key) >= 50  # what check --deploy asks of a key
+    assert len(set(key)) >= 5
+    assert local_secret_key(tmp_path / "var" / "secret_key") == key  # read back, not made again
+    assert local_secret_key(tmp_path / "other" / "secret_key") != key
+    assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o077 == 0  # readable by its owner only
+    assert list((tmp_path / "var").iterdir()) == [tmp_path / "var" / "secret_key"]  # no draft left
+
+
+def test_processes_starting_together_agree_on_one_key(tmp_path):
+    """web, worker and beat start at once under `make run`: they must sign with the same key."""
+    script = (
+        "import sys; from pathlib import Path; from config.env import local_secret_key; "
+        "print(local_secret_key(Path(sys.argv[1])))"
+    )
+    path = tmp_path / "secret_key"
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True, cwd=BASE_DIR)
+        for _ in range(6)
+    ]
+    keys = {child.communicate(timeout=60)[0].strip() for child in children}
+    assert keys == {path.read_text().strip()}
