@@ -27,6 +27,7 @@ from django.test import RequestFactory
 from django.urls import Resolver404, resolve
 
 from api import arm
+from fleet import audit
 from fleet.cli import scale_set_named
 
 API_VERSION = "2024-07-01"
@@ -121,7 +122,8 @@ def call(
     except Resolver404:
         response = arm.unknown_path(request)
     else:
-        response = match.func(request, *match.args, **match.kwargs)
+        with audit.acting(request.user, audit.CLI):
+            response = match.func(request, *match.args, **match.kwargs)
     return Response(response.status_code, _json_of(response), dict(response.items()))
 
 

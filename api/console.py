@@ -46,7 +46,7 @@ from api.catalog import (
     skiptoken,
 )
 from api.shapes import run_error
-from fleet import services
+from fleet import audit, services
 from fleet.images import ImageRef
 from fleet.models import ExtensionVersion, FaultProfile, ImageSource, PlatformImageVersion
 from fleet.versions import parse_version
@@ -180,10 +180,14 @@ def fault_profile_put(request: HttpRequest, target: str) -> HttpResponse:
 
 def fault_profile_save(profile: FaultProfile) -> None:
     """Write a checked profile, created or replaced by target (safe when two PUTs race)."""
-    FaultProfile.objects.update_or_create(
-        target=profile.target,
-        defaults={field: getattr(profile, field) for field in _FAULT_FIELDS},
-    )
+    knobs = {field: getattr(profile, field) for field in _FAULT_FIELDS}
+    with transaction.atomic():
+        FaultProfile.objects.update_or_create(target=profile.target, defaults=knobs)
+        audit.record(
+            "fault_profile.save",
+            f"Set the simulator's faults for {profile.target}",
+            details={field: str(value) for field, value in knobs.items()},
+        )
 
 
 fault_profile_view = by_method(read=fault_profile_read, write=fault_profile_put)

@@ -15,9 +15,11 @@ import string
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from api.models import ApiToken
+from fleet import audit
 
 TOKEN_PREFIX = "vmss"
 PREFIX_LENGTH = 12
@@ -40,14 +42,18 @@ def token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
         raise ValidationError({"name": "A token name has at most 80 characters."})
     prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
     plaintext = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(user=user, name=name, prefix=prefix, digest=_digest(plaintext))
+    with transaction.atomic():
+        token = ApiToken.objects.create(user=user, name=name, prefix=prefix, digest=_digest(plaintext))
+        audit.record("token.create", f"Issued API token '{name}' ({prefix}) to {user.username}")
     return token, plaintext
 
 
 def token_revoke(*, token: ApiToken) -> None:
     """Revoke the token for good (idempotent: a second revoke keeps the first time)."""
     now = timezone.now()
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    with transaction.atomic():
+        if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+            audit.record("token.revoke", f"Revoked API token '{token.name}' ({token.prefix}) of {token.user.username}")
     token.refresh_from_db(fields=["revoked_at"])
 
 

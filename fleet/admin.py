@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from fleet import events, services
 from fleet.drivers import PowerAction
 from fleet.models import (
+    AuditEntry,
     DataDisk,
     ExtensionVersion,
     FaultProfile,
@@ -386,3 +387,22 @@ class InstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def save_model(self, request: HttpRequest, obj: Instance, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)  # only protection is editable
         events.instances_changed(obj.scale_set_id, [obj.pk])
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read only: an audit log that staff could edit would prove nothing."""
+
+    list_display = ("at", "actor_name", "via", "action", "scale_set_name", "run_id", "summary")
+    list_filter = ("via", "action")
+    search_fields = ("actor_name", "scale_set_name", "summary")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -702,3 +702,44 @@ def parse_iso_duration(value: str) -> dt.timedelta:
     if parsed < dt.timedelta(0):
         raise ValidationError(f"'{value}' is negative; a pause cannot be.")
     return parsed
+
+
+# --- The audit log ------------------------------------------------------------------------
+
+
+class Via(models.TextChoices):
+    """The door a change came through."""
+
+    CONSOLE = "console", "console"
+    API = "api", "API"
+    CLI = "cli", "command line"
+    ADMIN = "admin", "admin"
+    PLATFORM = "platform", "platform"
+
+
+class AuditEntry(models.Model):
+    """Who started, cancelled or changed what, written by fleet.audit in the transaction of the
+    change itself. Names are copied, not only linked: an entry outlives the user and the scale
+    set it speaks of. `run_id` names an upgrades.UpgradeRun (no foreign key: fleet does not
+    depend on upgrades). Entries are never edited."""
+
+    at = models.DateTimeField(db_index=True)
+    actor = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150, help_text="the user's name then; 'platform' for automatic actions")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    action = models.CharField(max_length=40, help_text="e.g. run.start, run.cancel, scale_set.update")
+    scale_set = models.ForeignKey(
+        ScaleSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    scale_set_name = models.CharField(max_length=64, blank=True)
+    run_id = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
+    summary = models.CharField(max_length=500)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["scale_set", "-at", "-id"], name="audit_newest_per_set")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from fleet import clock
 from fleet.heatmap import CELL_STATES, STATE_KEYS, cell_state
 from fleet.images import ImageRef
 from fleet.models import (
+    AuditEntry,
     GalleryImageVersion,
     ImagePublication,
     ImageSource,
@@ -515,3 +516,30 @@ def _sort_keys(row: Mapping[str, Any]) -> dict[str, Any]:
         # upgrading first, then failed, then the rest; among equals the newest run first
         "run": _RUN_ORDER[row["run_state"]] * 1e10 - (run.started_at.timestamp() if run else 0),
     }
+
+
+# --- The audit log --------------------------------------------------------------------------
+
+AUDIT_PANEL_SIZE = 10
+
+
+def audit_of_scale_set(scale_set_id: int, limit: int = AUDIT_PANEL_SIZE) -> list[AuditEntry]:
+    """The set's newest entries (one query, through the audit_newest_per_set index)."""
+    return list(AuditEntry.objects.filter(scale_set_id=scale_set_id).order_by("-at", "-pk")[:limit])
+
+
+def audit_of_run(run_id: int) -> list[AuditEntry]:
+    """Who started and who cancelled the run, oldest first (one query)."""
+    return list(AuditEntry.objects.filter(run_id=run_id).order_by("at", "pk"))
+
+
+def audit_entries(*, scale_set: str = "", actor: str = "", action: str = "") -> QuerySet[AuditEntry]:
+    """The audit page: newest first, narrowed by set name, user name or action (prefixes)."""
+    entries = AuditEntry.objects.all()
+    if scale_set:
+        entries = entries.filter(scale_set_name__istartswith=scale_set)
+    if actor:
+        entries = entries.filter(actor_name__istartswith=actor)
+    if action:
+        entries = entries.filter(action__startswith=action)
+    return entries.order_by("-at", "-pk")

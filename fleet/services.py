@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from fleet import clock, events
+from fleet import audit, clock, events
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import PowerAction, driver_for
 from fleet.health import validate_health_sources
@@ -73,10 +73,15 @@ def platform_image_publish(
         image_version.full_clean()
         image_version.save()
     published_at = at or clock.now()
+    regions = list(regions)
     for region in regions:
         ImagePublication.objects.get_or_create(
             image_version=image_version, region=region, defaults={"published_at": published_at}
         )
+    audit.record(
+        "image.publish",
+        f"Published {publisher}:{offer}:{sku}:{version} in {', '.join(sorted(r.name for r in regions)) or 'no region'}",
+    )
     _latest_may_have_moved(
         ScaleSet.objects.filter(image_publisher=publisher, image_offer=offer, image_sku=sku).values_list(
             "pk", flat=True
@@ -121,6 +126,10 @@ def gallery_image_version_publish(
         )
         for region in regions
     )
+    audit.record(
+        "image.publish",
+        f"Published gallery image version {image.name} {name} to {', '.join(sorted(r.name for r in regions))}",
+    )
     if done:
         _latest_may_have_moved(ScaleSet.objects.filter(gallery_image=image).values_list("pk", flat=True))
     return version
@@ -139,6 +148,7 @@ def extension_version_publish(
     release = ExtensionVersion(publisher=publisher, type=type, version=version, published_at=at or clock.now())
     release.full_clean()
     release.save()
+    audit.record("extension.publish", f"Released extension {publisher}.{type} {version}")
     return release
 
 
@@ -199,6 +209,7 @@ def scale_set_create(
         ScaleSetExtension.objects.bulk_create(extension_rows)
         extension_states = {e.name: {"version": e.type_handler_version, "state": "Succeeded"} for e in extension_rows}
         _instances_create(scale_set, range(capacity), image.key, extension_states, data_disks)
+        audit.record("scale_set.create", f"Created with {capacity} instances on {image.label}", scale_set=scale_set)
     return scale_set
 
 
@@ -291,12 +302,27 @@ def instances_select(scale_set: ScaleSet, instance_ids: Sequence[int | str] | st
     return found
 
 
+POWER_ACTION_DONE = {
+    PowerAction.START: "Started",
+    PowerAction.RESTART: "Restarted",
+    PowerAction.POWER_OFF: "Powered off",
+    PowerAction.DEALLOCATE: "Deallocated",
+}
+
+
 def instances_power(
     *, scale_set: ScaleSet, instance_ids: Sequence[int | str] | str, action: PowerAction
 ) -> list[Instance]:
     """Start, restart, power off or deallocate instances (SPEC 3.3, power actions)."""
     instances = instances_select(scale_set, instance_ids)
-    driver_for(scale_set).power(instances, action)
+    with transaction.atomic():
+        driver_for(scale_set).power(instances, action)
+        audit.record(
+            f"instances.{action}",
+            f"{POWER_ACTION_DONE[action]} {instances_named(instances)}",
+            scale_set=scale_set,
+            details={"instance_ids": [instance.instance_id for instance in instances]},
+        )
     return instances
 
 
@@ -305,8 +331,22 @@ def instances_set_maintenance(
 ) -> list[Instance]:
     """Maintenance makes instances unhealthy until it ends (the simulator's fault knob)."""
     instances = instances_select(scale_set, instance_ids)
-    driver_for(scale_set).set_maintenance(instances, on=on)
+    with transaction.atomic():
+        driver_for(scale_set).set_maintenance(instances, on=on)
+        audit.record(
+            "instances.maintenance",
+            f"Maintenance {'on' if on else 'off'}: {instances_named(instances)}",
+            scale_set=scale_set,
+            details={"instance_ids": [instance.instance_id for instance in instances]},
+        )
     return instances
+
+
+def instances_named(instances: Sequence[Instance]) -> str:
+    """'instance 3', or '12 instances (0, 1, … and 2 more)', for an audit entry."""
+    ids = [str(instance.instance_id) for instance in instances]
+    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    return f"instance {shown}" if len(ids) == 1 else f"{len(ids)} instances ({shown})"
 
 
 # Called, after commit, with the ids of the scale sets whose instances the simulator changed.

@@ -6,4 +6,5 @@ app_name = "fleet"
 urlpatterns = [
     path("", views.scale_set_list, name="scale-set-list"),
     path("scale-sets/<int:scale_set_id>/", views.scale_set_detail, name="scale-set-detail"),
+    path("audit/", views.audit_log, name="audit-log"),
 ]

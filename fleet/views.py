@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -113,6 +114,17 @@ def scale_set_or_404(scale_set_id: int) -> ScaleSet:
         raise Http404("No such scale set.") from None
 
 
+AUDIT_PAGE_SIZE = 50
+
+
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """The audit log: who started, cancelled or changed what, newest first. Filters (set,
+    user, action) are GET parameters matched as prefixes, so a view of it is a link."""
+    filters = {name: request.GET.get(name, "").strip()[:64] for name in ("scale_set", "actor", "action")}
+    page = Paginator(selectors.audit_entries(**filters), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "fleet/audit_log.html", {"page": page, "filters": filters})
+
+
 def scale_set_detail(request: HttpRequest, scale_set_id: int) -> HttpResponse:
     return scale_set_page(request, scale_set_or_404(scale_set_id))
 
@@ -156,6 +168,7 @@ def scale_set_page(
             "health_source": health_source_of(scale_set, extensions),
             "forms": action_forms,
             "failed_form": next(iter(bound)) if bound else "",
+            "audit": selectors.audit_of_scale_set(scale_set.pk),
         },
         status=status,
     )

@@ -6,6 +6,19 @@ import pytest
 from fleet import clock
 from fleet.clock import FrozenClock
 
+# Hashing a password the production way costs a good part of a second on this machine, and the
+# suite makes users by the hundred: the hasher is not what it tests.
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request: pytest.FixtureRequest) -> None:
+    # Browser tests log in through a real server process, which checks passwords with the
+    # production hashers: their users keep production hashes.
+    if "browser" not in request.node.path.parts:
+        settings = request.getfixturevalue("settings")
+        settings.PASSWORD_HASHERS = FAST_HASHERS
+
 
 @pytest.fixture
 def frozen_clock() -> Iterator[FrozenClock]:

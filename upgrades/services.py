@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from fleet import clock
+from fleet import audit, clock
 from fleet import events as fleet_events
 from fleet.auto_upgrade import validate_automatic_os_upgrade
 from fleet.drivers import driver_for
@@ -23,7 +23,7 @@ from fleet.health import health_source_of, validate_health_sources
 from fleet.images import ImageRef
 from fleet.models import ImageSource, Instance, ProvisioningState, ScaleSet, ScaleSetExtension, UpgradeMode
 from fleet.selectors import pinned_version_missing, target_image
-from fleet.services import instances_add, instances_remove, instances_select
+from fleet.services import instances_add, instances_named, instances_remove, instances_select
 from fleet.versions import parse_version
 from upgrades import events
 from upgrades.errors import NothingToUpgrade, OperationNotAllowed, ScaleSetBusy
@@ -206,6 +206,15 @@ def run_start(
                 skipped_count=len(plan.skipped),
             )
             _write_plan(run, plan, scope, now)
+            audit.record(
+                "run.start",
+                f"Started {run.get_kind_display().lower()} #{run.pk} to {run.target_label or 'the model'}: "
+                f"{len(plan.targeted_ids)} instances in {len(plan.batches)} batches",
+                scale_set=scale_set,
+                run_id=run.pk,
+                actor=actor,
+                details={"kind": kind, "instances": len(plan.targeted_ids), "batches": len(plan.batches)},
+            )
     except IntegrityError:
         # The partial unique index caught a start that raced ours (R-ONE-1).
         raise ScaleSetBusy(_busy(scale_set)) from None
@@ -363,6 +372,13 @@ def run_cancel(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser |
             from_state=run.phase,
             to_state="cancel_requested",
             message=f"by {getattr(actor, 'username', '') or 'an operator'}",
+        )
+        audit.record(
+            "run.cancel",
+            f"Requested cancellation of {run.get_kind_display().lower()} #{run.pk}",
+            scale_set=scale_set,
+            run_id=run.pk,
+            actor=actor,
         )
         events.run_changed(run.pk)
     _enqueue_on_commit(run.pk)
@@ -528,7 +544,15 @@ def reimage(
     if target is None:
         raise ValidationError("No version of the set's image is available in its region.")
     instances = instances_select(scale_set, instance_ids)
-    driver_for(scale_set).reimage(instances, target, operation=f"reimage-{uuid.uuid4().hex}")
+    with transaction.atomic():
+        driver_for(scale_set).reimage(instances, target, operation=f"reimage-{uuid.uuid4().hex}")
+        audit.record(
+            "instances.reimage",
+            f"Reimaged {instances_named(instances)} to {target.label}",
+            scale_set=scale_set,
+            actor=actor,
+            details={"instance_ids": [instance.instance_id for instance in instances]},
+        )
     return instances
 
 
@@ -593,12 +617,13 @@ def update_model(
     changes: dict[str, Any],
     actor: AbstractBaseUser | AnonymousUser | None = None,
     extensions_changed: bool = False,
+    audited: bool = True,
 ) -> UpgradeRun | None:
     """R-MODE-1: change the model, raise its version, then act by upgrade mode: Automatic
     upgrades every instance at once, Rolling starts a rolling model upgrade, Manual waits for
     an operator. Returns the run started, if any. `extensions_changed`: the caller already
     changed the extension profile in this transaction (scale_set_update), which is a model
-    change too."""
+    change too; `audited=False`: the caller records the change itself."""
     callers = scale_set
     scale_set, changed = model_change_checked(
         scale_set=scale_set, changes=changes, extensions_changed=extensions_changed
@@ -607,6 +632,14 @@ def update_model(
     with transaction.atomic():
         scale_set.model_version += 1
         scale_set.save()
+        if audited:
+            audit.record(
+                "scale_set.model",
+                f"Changed the model (version {scale_set.model_version}): {_named_changes(changes, extensions_changed)}",
+                scale_set=scale_set,
+                actor=actor,
+                details={"changes": {name: str(value) for name, value in changes.items()}},
+            )
         fleet_events.scale_set_changed(scale_set.pk)
         start = model_change_start(scale_set)
         if start is not None:
@@ -615,6 +648,13 @@ def update_model(
     for name in [*changed, "model_version"]:
         setattr(callers, name, getattr(scale_set, name))
     return run
+
+
+def _named_changes(changes: dict[str, Any], extensions_changed: bool) -> str:
+    named = [f"{name} {value}" for name, value in sorted(changes.items())]
+    if extensions_changed:
+        named.append("extensions")
+    return ", ".join(named) or "no property"
 
 
 def automatic_os_upgrade_set(
@@ -646,6 +686,17 @@ def automatic_os_upgrade_set(
             fresh.disable_automatic_rollback = disable_automatic_rollback
             fields.append("disable_automatic_rollback")
         fresh.save(update_fields=fields)
+        audit.record(
+            "scale_set.automatic_os_upgrade",
+            f"Turned automatic OS upgrades {'on' if enabled else 'off'}"
+            + (
+                f", automatic rollback {'off' if disable_automatic_rollback else 'on'}"
+                if disable_automatic_rollback is not None
+                else ""
+            ),
+            scale_set=fresh,
+            actor=actor,
+        )
         fleet_events.scale_set_changed(fresh.pk)
     for name in fields:
         setattr(scale_set, name, getattr(fresh, name))
@@ -718,7 +769,25 @@ def scale_set_update(
         changes = {name: value for name, value in (model or {}).items() if getattr(fresh, name) != value}
         run = None
         if changes or extensions_changed:
-            run = update_model(scale_set=fresh, changes=changes, actor=actor, extensions_changed=extensions_changed)
+            run = update_model(
+                scale_set=fresh, changes=changes, actor=actor, extensions_changed=extensions_changed, audited=False
+            )
+        changed = sorted({*(settings or {}), *changes} | ({"capacity"} if capacity is not None else set()))
+        if extensions is not None:
+            changed.append("extensions")
+        audit.record(
+            "scale_set.update",
+            f"Updated {', '.join(changed) or 'nothing'}"
+            + (f" (model version {fresh.model_version})" if changes or extensions_changed else ""),
+            scale_set=fresh,
+            actor=actor,
+            details={
+                "settings": {name: str(value) for name, value in (settings or {}).items()},
+                "model": {name: str(value) for name, value in changes.items()},
+                "capacity": capacity,
+                "extensions_changed": extensions_changed,
+            },
+        )
         fleet_events.scale_set_changed(fresh.pk)
     return run
 
@@ -789,5 +858,6 @@ def scale_set_delete(*, scale_set: ScaleSet) -> None:
         if UpgradeRun.objects.filter(scale_set=scale_set, status=RunStatus.ROLLING_FORWARD).exists():
             raise ScaleSetBusy(_busy(scale_set) + " Cancel it before deleting the set.")
         pk = scale_set.pk
+        audit.record("scale_set.delete", "Deleted the scale set", scale_set_name=scale_set.name)
         scale_set.delete()
         fleet_events.scale_set_changed(pk)

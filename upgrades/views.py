@@ -28,6 +28,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from fleet import selectors as fleet_selectors
 from fleet import services as fleet_services
 from fleet.images import ImageRef
 from fleet.models import ScaleSet, UpgradeMode
@@ -381,6 +382,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "events": events,
             "policy": _policy_rows(detail.run.policy),
             "socket_path": f"/ws/scale-sets/{detail.run.scale_set_id}/",
+            "audit": fleet_selectors.audit_of_run(detail.run.pk),
         },
     )
 

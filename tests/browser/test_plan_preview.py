@@ -106,6 +106,12 @@ def test_clicking_an_update_domain_row_shows_its_plan_and_confirming_upgrades_it
     with page.expect_navigation():
         page.keyboard.press("Enter")
     expect(page.locator(".flash.success")).to_contain_text(f"update domain {DOMAIN}, {len(DOMAIN_IDS)} instances")
+    # The start heads the set's audit panel: who clicked, through the console. The user came
+    # from the request, through the real ASGI server's middleware, to the service.
+    newest = page.locator("#audit tbody tr").first
+    expect(newest).to_contain_text("run.start")
+    expect(newest).to_contain_text(console.data["username"])
+    expect(newest).to_contain_text("console")
     expect(page.locator("#live-status")).to_have_text("● live")
     wait_for(
         page,

@@ -300,9 +300,9 @@ def test_a_run_page_costs_the_same_queries_for_10_and_1000_instances(
     runs = [drive(services.os_upgrade_now(scale_set=scale_set)) for scale_set in (small, large)]
     assert [r.successful_count for r in runs] == [10, 1000]
     # session, user, groups; the run with its set, region and actor; its batches; its
-    # outcomes; the event count and the page of events
+    # outcomes; the event count and the page of events; its audit entries
     for run in runs:
-        with django_assert_num_queries(8):
+        with django_assert_num_queries(9):
             response = viewer.get(f"/runs/{run.pk}/")
         assert response.status_code == 200
     assert len(re.findall(r"<tr>\s*<td class=\"num\">", response.content.decode())) == 1000
