@@ -208,7 +208,7 @@ def run_start(
             _write_plan(run, plan, scope, now)
             audit.record(
                 "run.start",
-                f"Started {run.get_kind_display().lower()} #{run.pk} to {run.target_label or 'the model'}: "
+                f"{run.get_kind_display()} #{run.pk} to {run.target_label or 'the model'}: "
                 f"{len(plan.targeted_ids)} instances in {len(plan.batches)} batches",
                 scale_set=scale_set,
                 run_id=run.pk,
@@ -375,7 +375,7 @@ def run_cancel(*, scale_set: ScaleSet, actor: AbstractBaseUser | AnonymousUser |
         )
         audit.record(
             "run.cancel",
-            f"Requested cancellation of {run.get_kind_display().lower()} #{run.pk}",
+            f"{run.get_kind_display()} #{run.pk}: asked to stop after the batch in flight",
             scale_set=scale_set,
             run_id=run.pk,
             actor=actor,
@@ -757,6 +757,11 @@ def scale_set_update(
     """
     with transaction.atomic():
         fresh = ScaleSet.objects.select_for_update().select_related("region").get(pk=scale_set.pk)
+        # A PUT (and the CLI's generic update) sends every property back: the audit names only
+        # those whose value changed.
+        settings_before = {name: getattr(fresh, name, None) for name in settings or {}}
+        capacity_before = fresh.capacity
+        extensions_before = _extension_settings(fresh)
         if settings:
             _settings_apply(fresh, settings)
         if capacity is not None and capacity != fresh.capacity:
@@ -772,22 +777,31 @@ def scale_set_update(
             run = update_model(
                 scale_set=fresh, changes=changes, actor=actor, extensions_changed=extensions_changed, audited=False
             )
-        changed = sorted({*(settings or {}), *changes} | ({"capacity"} if capacity is not None else set()))
-        if extensions is not None:
+        settings_changed = {
+            name: f"{before} → {getattr(fresh, name)}"
+            for name, before in settings_before.items()
+            if getattr(fresh, name) != before
+        }
+        changed = [f"{name} {change}" for name, change in sorted(settings_changed.items())]
+        changed += [f"{name} → {value}" for name, value in sorted(changes.items())]
+        if fresh.capacity != capacity_before:
+            changed.append(f"capacity {capacity_before} → {fresh.capacity}")
+        if extensions_changed or _extension_settings(fresh) != extensions_before:
             changed.append("extensions")
-        audit.record(
-            "scale_set.update",
-            f"Updated {', '.join(changed) or 'nothing'}"
-            + (f" (model version {fresh.model_version})" if changes or extensions_changed else ""),
-            scale_set=fresh,
-            actor=actor,
-            details={
-                "settings": {name: str(value) for name, value in (settings or {}).items()},
-                "model": {name: str(value) for name, value in changes.items()},
-                "capacity": capacity,
-                "extensions_changed": extensions_changed,
-            },
-        )
+        if changed:
+            audit.record(
+                "scale_set.update",
+                f"Changed {'; '.join(changed)}"
+                + (f" (model version {fresh.model_version})" if changes or extensions_changed else ""),
+                scale_set=fresh,
+                actor=actor,
+                details={
+                    "settings": settings_changed,
+                    "model": {name: str(value) for name, value in changes.items()},
+                    "capacity": f"{capacity_before} → {fresh.capacity}" if fresh.capacity != capacity_before else None,
+                    "extensions_changed": extensions_changed,
+                },
+            )
         fleet_events.scale_set_changed(fresh.pk)
     return run
 
@@ -817,6 +831,14 @@ def _capacity_set(scale_set: ScaleSet, capacity: int) -> None:
     else:
         instances_add(scale_set, capacity - current)
     scale_set.save(update_fields=["capacity"])
+
+
+def _extension_settings(scale_set: ScaleSet) -> list[tuple[Any, ...]]:
+    """What of the extension profile an update may change, to tell whether it did."""
+    return [
+        (ext.name, ext.type_handler_version, ext.enable_automatic_upgrade, ext.auto_upgrade_minor_version)
+        for ext in scale_set.extensions.order_by("name")
+    ]
 
 
 def _extensions_replace(scale_set: ScaleSet, specs: list[dict[str, Any]]) -> bool:

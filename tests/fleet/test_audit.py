@@ -104,6 +104,20 @@ def test_an_api_change_names_the_tokens_user_and_the_api() -> None:
     assert "upgrade_mode" in entry.summary
 
 
+def test_an_update_sending_every_property_back_names_only_what_changed() -> None:
+    """`vmss update --set` reads the set and PUTs all of it back with one value changed."""
+    scale_set = fleet()
+    factories.user("olga", "operators")
+    arguments = ["--resource-group", scale_set.resource_group, "--name", scale_set.name, "--user", "olga"]
+    policy = "properties.upgradePolicy.rollingUpgradePolicy"
+    call_command("vmss", "update", *arguments, "--set", f"{policy}.maxBatchInstancePercent=25", stdout=io.StringIO())
+    call_command("vmss", "update", *arguments, "--set", f"{policy}.maxBatchInstancePercent=25", stdout=io.StringIO())
+    (entry,) = AuditEntry.objects.all()  # the second PUT changed nothing: no entry
+    assert (entry.action, entry.actor_name, entry.via) == ("scale_set.update", "olga", "cli")
+    assert entry.summary == "Changed max_batch_instance_percent 20 → 25"
+    assert entry.details["settings"] == {"max_batch_instance_percent": "20 → 25"}
+
+
 def test_the_command_line_names_its_user_and_itself() -> None:
     scale_set = fleet()
     factories.user("olga", "operators")
