@@ -113,8 +113,11 @@ def _celery_url(url: str) -> str:
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # redis-py 8 defaults to a 5 s socket timeout, which drops idle WebSockets.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+        # redis-py 8 defaults to a 5 s socket timeout, which drops idle WebSockets. It also caps
+        # an asyncio pool at 100 connections and fails at once beyond (MaxConnectionsError): with
+        # more than 100 sockets connecting at the same moment, the rest got an HTTP 500 handshake
+        # (bench.live, 200 clients). Redis's own client limit (10,000 by default) is the bound.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 10_000}]},
     }
 }
 
@@ -196,6 +199,14 @@ API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 API_AUTH_FAILURES_PER_MINUTE = env_int("API_AUTH_FAILURES_PER_MINUTE", 20, minimum=1)
 # Retry-After (seconds) on long-running operations still in progress: how often clients poll.
 API_RETRY_AFTER_SECONDS = env_int("API_RETRY_AFTER_SECONDS", 5, minimum=0)
+
+# --- The web process ------------------------------------------------------------------------
+# HTTP requests one ASGI process runs at once; the rest wait their turn in its event loop.
+# Django gives each request in flight a thread and a database connection of its own, so
+# without a bound 200 concurrent API clients meant 200 PostgreSQL connections ("too many
+# clients": 500) or 200 threads contending for SQLite's write lock ("database is locked"
+# after the busy timeout: 500). Database connections of the web = processes x this.
+WEB_REQUESTS_IN_FLIGHT = env_int("WEB_REQUESTS_IN_FLIGHT", 8, minimum=1)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from fleet.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from fleet.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, LiveConsumer
 from upgrades.events import ROLLOUTS_GROUP, rollout_group, run_group
 from upgrades.models import Rollout, RolloutTarget, TargetStatus
 
 CHANGED = {"type": "changed"}
 
 
-class RolloutConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class RolloutConsumer(LiveConsumer):
     """Authenticates, joins the list's group or one rollout's (and its runs'), accepts; then
     forwards every change as `changed`."""
 

@@ -369,8 +369,9 @@ def test_the_scale_set_page_says_when_an_automatic_upgrade_is_scheduled_then_run
         f"{moment:%Y-%m-%d %H:%M:%S} UTC</time>"
     )
     assert f"Automatic OS upgrade to {NEW_VERSION} scheduled at {when} {link}" in text
-    # the page's queries (tests/fleet/test_pages.py) and the set's rollouts, one query
-    assert count == 9
+    # the page's queries (tests/fleet/test_pages.py, the audit panel's included) and the set's
+    # rollouts, one query
+    assert count == 10
 
     drive_fleet(until=lambda: RolloutTarget.objects.filter(status=TargetStatus.RUNNING).exists())
     target.refresh_from_db()
@@ -378,7 +379,7 @@ def test_the_scale_set_page_says_when_an_automatic_upgrade_is_scheduled_then_run
     run = f'<a href="/runs/{target.run_id}/">run #{target.run_id}</a>'
     rollout_link = f'<a href="/rollouts/{rollout.pk}/">rollout #{rollout.pk}</a>'
     assert f"Automatic OS upgrade to {NEW_VERSION} in progress ({rollout_link}, {run})" in text
-    assert count == 9 + 1  # and the run panel's batches, as for any run (the platform has no actor row)
+    assert count == 10 + 1  # and the run panel's batches, as for any run (the platform has no actor row)
 
     drive_fleet()
     assert "Automatic OS upgrade to" not in viewer.get(f"/scale-sets/{scale_set.pk}/").content.decode()
