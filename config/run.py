@@ -88,7 +88,12 @@ def main() -> int:
     exit_code = 0
     try:
         for name, command in commands.items():
-            children[name] = subprocess.Popen(command, cwd=BASE_DIR, start_new_session=True)
+            # The web server gives each request in flight its own thread, and so its own
+            # database connection: kept open, they would pile up (docs/DEPLOYMENT.md).
+            env = {**os.environ, "DATABASE_CONN_MAX_AGE": os.environ.get("DATABASE_CONN_MAX_AGE", "0")}
+            children[name] = subprocess.Popen(
+                command, cwd=BASE_DIR, start_new_session=True, env=env if name == "web" else None
+            )
         _announce()
         while not stopping:
             for name, child in children.items():
