@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTHON_312 := $(shell for p in python3.12 python3 python3.13; do \
 	if $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
 
-.PHONY: run test lint typecheck unit browser chromium clean
+.PHONY: run test lint typecheck unit faults browser chromium clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@if [ -z "$(PYTHON_312)" ]; then echo "No Python 3.12 or newer found (Django 6 needs it). Install python3.12 and try again." >&2; exit 1; fi
@@ -32,6 +32,11 @@ typecheck: $(VENV)/.installed
 # The suite runs against its own embedded Redis unless REDIS_URL is set.
 unit: $(VENV)/.installed
 	$(PY) -m config.embedded_redis -- $(PY) -m pytest --ignore=tests/browser $(PYTEST_ARGS)
+
+# Fault injection, in full: many worker kills, Redis and database outages, beats stopped or
+# doubled (tests/faults; `make unit` runs a reduced form). FAULTS_SEED=N changes the seeds.
+faults: $(VENV)/.installed
+	FAULTS_FULL=1 $(PY) -m config.embedded_redis -- $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 # Browser tests run in their own pytest process (Playwright keeps an event loop running).
 browser: $(VENV)/.installed chromium

@@ -126,6 +126,7 @@ def run_advance(run_id: int, *, wake: bool = False) -> bool:
     publisher = _Publisher()
     token = _publishing.set(publisher)
     try:
+        _driver_catch_up(run_id, wake=wake)
         stepped = _advance(run_id, wake=wake)
         if stepped is None:
             return False
@@ -138,6 +139,25 @@ def run_advance(run_id: int, *, wake: bool = False) -> bool:
         return True
     finally:
         _publishing.reset(token)
+
+
+def _driver_catch_up(run_id: int, *, wake: bool) -> None:
+    """Before a run watching its instances looks at them, the driver applies what fell due by
+    now. Its own ticks run on the workers too, so after a worker outage they are late: a health
+    wait that ended meanwhile must judge the instances as they are by now, not as the last
+    tick left them (healthy instances were failed, and the run faulted: tests/faults).
+    Outside the run's lock, like every driver call."""
+    run = (
+        UpgradeRun.objects.filter(pk=run_id, status=RunStatus.ROLLING_FORWARD, phase__in=WATCHING_INSTANCES)
+        .select_related("scale_set")
+        .first()
+    )
+    if run is None:
+        return
+    now = clock.now()
+    if run.next_action_at is not None and run.next_action_at > now and not wake:
+        return  # not due: the step will not look
+    driver_for(run.scale_set).advance(now)
 
 
 def _advance(run_id: int, *, wake: bool = False) -> tuple[UpgradeRun, DriverCall | None] | None:

@@ -163,6 +163,8 @@ class SimulatorDriver:
         self._act(instances, plan_maintenance)
 
     def advance(self, now: dt.datetime) -> int:
+        if not Instance.objects.filter(scale_set=self.scale_set, driver_due_at__lte=now).exists():
+            return 0  # nothing due: no write transaction (on SQLite, no write lock)
         return advance(now, scale_set_ids=[self.scale_set.pk])
 
     # --- plans ----------------------------------------------------------------------------

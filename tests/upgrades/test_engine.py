@@ -409,7 +409,9 @@ def test_a_tick_costs_the_same_queries_for_batches_of_10_and_200(frozen_clock, s
 
     small, large = queries_of_first_ticks(50), queries_of_first_ticks(1000)
     assert small == large
-    assert max(large) < 40
+    # 42: a tick of a run watching its batch first lets the driver apply what fell due (two
+    # queries when nothing did; engine._driver_catch_up, found by tests/faults).
+    assert max(large) < 42
 
 
 def test_a_run_with_nothing_to_do_is_refused(frozen_clock, drive):

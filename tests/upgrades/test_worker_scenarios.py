@@ -4,7 +4,6 @@ mode): runs are started by services here and moved only by the worker processes.
 from __future__ import annotations
 
 import datetime as dt
-import random
 import threading
 from collections import Counter
 
@@ -200,32 +199,6 @@ def assert_clean_end(run: UpgradeRun, scale_set: ScaleSet, disks: dict[int, str]
     assert checksums(scale_set) == disks
     targeted = run.outcomes.exclude(status=OutcomeStatus.SKIPPED).count()
     assert run.successful_count + run.failed_count + run.pending_count == targeted
-
-
-def test_workers_killed_at_random_points_lose_nothing_and_double_nothing(processes):
-    # Pauses of PT20M (6 s at this TIME_SCALE) keep the run going through all ten kills.
-    scale_set = factories.outdated_scale_set(
-        60, bad_share=0.1, max_unhealthy_upgraded_instance_percent=50, pause_time_between_batches="PT20M"
-    )
-    disks = checksums(scale_set)
-    processes.start_beat()
-    processes.start_worker("worker")
-    run = services.run_start(scale_set=scale_set, kind=Kind.AUTOMATIC_OS)
-    chance = random.Random(7)
-    phases_hit = set()
-    for _ in range(10):
-        # A random moment: while the new worker boots, takes a task, or is mid-step.
-        moment = clock.now() + dt.timedelta(seconds=chance.uniform(0.3, 3.0))
-        wait_for(lambda m=moment: clock.now() >= m, timeout=5, what="a random moment")
-        run.refresh_from_db()
-        assert run.status not in TERMINAL, "the run ended before the tenth kill"
-        phases_hit.add(run.phase)
-        processes.kill("worker")
-        processes.start_worker("worker")
-    run = finished(run, processes, timeout=240)
-    assert len(phases_hit) >= 2, phases_hit
-    assert_clean_end(run, scale_set, disks)
-    assert run.rolled_back_count == run.failed_count
 
 
 def test_two_workers_at_once_give_the_same_result_as_one(processes):
