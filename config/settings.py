@@ -133,10 +133,13 @@ CELERY_TASK_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The beat's heartbeat (real seconds): how often due simulator steps and due runs are found.
 BEAT_INTERVAL_SECONDS = env_float("BEAT_INTERVAL_SECONDS", 1.0, minimum_exclusive=0)
+# A sweep still queued when the next ones are sent is worth nothing: a worker that gets it
+# late drops it unrun, so a queue that fell behind catches up instead of sweeping for the past.
+_SWEEP = {"schedule": BEAT_INTERVAL_SECONDS, "options": {"expires": max(30.0, 10 * BEAT_INTERVAL_SECONDS)}}
 CELERY_BEAT_SCHEDULE = {
-    "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", "schedule": BEAT_INTERVAL_SECONDS},
-    "reconcile-runs": {"task": "upgrades.tasks.reconcile_task", "schedule": BEAT_INTERVAL_SECONDS},
-    "automatic-upgrades": {"task": "upgrades.tasks.automatic_upgrades_task", "schedule": BEAT_INTERVAL_SECONDS},
+    "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", **_SWEEP},
+    "reconcile-runs": {"task": "upgrades.tasks.reconcile_task", **_SWEEP},
+    "automatic-upgrades": {"task": "upgrades.tasks.automatic_upgrades_task", **_SWEEP},
 }
 
 # --- The engine ---------------------------------------------------------------------------

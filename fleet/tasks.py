@@ -45,7 +45,7 @@ def simulator_tick_at(due: dt.datetime | None) -> None:
         return
     key = f"{settings.CELERY_TASK_DEFAULT_QUEUE}:simulator-tick:{round(due.timestamp() * 1000)}"
     try:
-        if not _redis().set(key, 1, nx=True, px=round((max(delay, 0) + 60) * 1000)):
+        if not redis_client().set(key, 1, nx=True, px=round((max(delay, 0) + 60) * 1000)):
             return  # someone already asked for this moment
         simulator_advance_task.apply_async(countdown=max(delay, 0))
     except Exception:  # never fail the caller (a driver action, a tick) over an acceleration
@@ -55,7 +55,7 @@ def simulator_tick_at(due: dt.datetime | None) -> None:
 _clients: dict[int, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     """One client per process (pool children fork: a client is never shared across them)."""
     pid = os.getpid()
     if pid not in _clients:
