@@ -48,7 +48,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.engine import APP_HEALTH, DEFAULT_POSTGRES_URL, NEW_VERSION, OLD_VERSION, UBUNTU, _postgres_database
+from bench.common import (
+    APP_HEALTH,
+    DEFAULT_POSTGRES_URL,
+    NEW_VERSION,
+    OLD_VERSION,
+    UBUNTU,
+    postgres_database,
+    publish_image,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TARGET_MS = 150.0
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.database == "sqlite":
             url = f"sqlite:///{workdir / 'bench.sqlite3'}"
         else:
-            url, dropper = _postgres_database(args.postgres_url)
+            url, dropper = postgres_database(args.postgres_url, "bench_pages")
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -244,16 +252,6 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
 
     region = Region.objects.get_or_create(name="eastus", defaults={"display_name": "East US", "zones": []})[0]
 
-    def publish(version: str, at: dt.datetime) -> None:
-        services.platform_image_publish(
-            publisher=UBUNTU["image_publisher"],
-            offer=UBUNTU["image_offer"],
-            sku=UBUNTU["image_sku"],
-            version=version,
-            regions=[region],
-            at=at,
-        )
-
     def make(name: str, capacity: int, **model: Any) -> Any:
         return services.scale_set_create(
             subscription_id="11111111-1111-1111-1111-111111111111",
@@ -271,14 +269,14 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     with clock.frozen(timezone.now()) as frozen:
-        publish(OLD_VERSION, clock.now() - dt.timedelta(days=60))
+        publish_image(region, OLD_VERSION, clock.now() - dt.timedelta(days=60))
         small = make("small", args.small)
         large = make("large", args.large, extensions=[APP_HEALTH])
         fleet = [
             make(f"{('web', 'api', 'batch', 'cache')[n % 4]}-{n:03d}", args.set_capacity, upgrade_mode="Rolling")
             for n in range(max(0, args.sets - 2))
         ]
-        publish(NEW_VERSION, clock.now() - dt.timedelta(seconds=1))
+        publish_image(region, NEW_VERSION, clock.now() - dt.timedelta(seconds=1))
         run = upgrade_services.os_upgrade_now(scale_set=large)
         run = _drive(run, frozen)
         for scale_set in fleet[:UPGRADING_SETS]:

@@ -66,6 +66,11 @@ log = logging.getLogger(__name__)
 # Real seconds between looks at a rollout whose runs are rolling forward, should the wake-up
 # at a run's end be lost; a set busy with another run is looked at every ENGINE_POLL_SECONDS.
 ROLLOUT_POLL_SECONDS = 30.0
+# How many due targets one step of a rollout starts. Each start plans and writes a whole run,
+# so a region of hundreds of sets is started a slice at a time: each slice commits (its runs
+# begin at once, on any worker) and the rollout goes on with the next slice at once, every
+# task well inside its time limit.
+START_SLICE = 20
 
 
 @dataclass
@@ -386,15 +391,21 @@ def _due_at(rollout: Rollout, scale_set: ScaleSet, now: dt.datetime) -> dt.datet
 
 
 def _start_due_targets(rollout: Rollout, step: RolloutStep, now: dt.datetime) -> dt.datetime | None:
-    """Start the runs whose time came; returns the earliest due time still ahead (or of a
-    set still busy with another run), None if nothing waits."""
+    """Start the runs whose time came, at most START_SLICE of them; returns the earliest due
+    time still ahead (or of a set still busy with another run), now when more are due than
+    one step starts, None if nothing waits."""
     later: dt.datetime | None = None
+    started = 0
     for target in step.targets.filter(status=TargetStatus.SCHEDULED).select_related("scale_set__region"):
         if target.due_at > now:
             later = min(later or target.due_at, target.due_at)
             continue
+        if started == START_SLICE:
+            return now  # the next slice in the rollout's next step, enqueued on commit
         _start_target(rollout, step, target, now)
-        if target.status == TargetStatus.SCHEDULED:  # busy with another run: look again soon
+        if target.status != TargetStatus.SCHEDULED:
+            started += 1  # a set still busy does not count: its retry comes with the poll below
+        else:  # busy with another run: look again soon
             again = now + dt.timedelta(seconds=settings.ENGINE_POLL_SECONDS)
             later = min(later or again, again)
     return later
