@@ -2,6 +2,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
+from django.test import override_settings
 
 from fleet import clock
 from fleet.clock import FrozenClock
@@ -12,12 +13,15 @@ FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(request: pytest.FixtureRequest) -> None:
+def fast_password_hashing(request: pytest.FixtureRequest) -> Iterator[None]:
     # Browser tests log in through a real server process, which checks passwords with the
-    # production hashers: their users keep production hashes.
-    if "browser" not in request.node.path.parts:
-        settings = request.getfixturevalue("settings")
-        settings.PASSWORD_HASHERS = FAST_HASHERS
+    # production hashers: their users keep production hashes. (Not the `settings` fixture: some
+    # tests have a parameter of that name.)
+    if "browser" in request.node.path.parts:
+        yield
+        return
+    with override_settings(PASSWORD_HASHERS=FAST_HASHERS):
+        yield
 
 
 @pytest.fixture

@@ -146,7 +146,10 @@ def _driver_catch_up(run_id: int, *, wake: bool) -> None:
     now. Its own ticks run on the workers too, so after a worker outage they are late: a health
     wait that ended meanwhile must judge the instances as they are by now, not as the last
     tick left them (healthy instances were failed, and the run faulted: tests/faults).
-    Outside the run's lock, like every driver call."""
+    Outside the run's lock, like every driver call. Not when the driver woke the run: it has
+    just applied its steps."""
+    if wake:
+        return
     run = (
         UpgradeRun.objects.filter(pk=run_id, status=RunStatus.ROLLING_FORWARD, phase__in=WATCHING_INSTANCES)
         .select_related("scale_set")
@@ -155,7 +158,7 @@ def _driver_catch_up(run_id: int, *, wake: bool) -> None:
     if run is None:
         return
     now = clock.now()
-    if run.next_action_at is not None and run.next_action_at > now and not wake:
+    if run.next_action_at is not None and run.next_action_at > now:
         return  # not due: the step will not look
     driver_for(run.scale_set).advance(now)
 

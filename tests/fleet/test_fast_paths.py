@@ -138,7 +138,7 @@ def test_a_far_step_is_left_to_the_beat_and_none_is_ignored():
 
 def test_a_tick_never_fails_its_caller_when_redis_is_away():
     with (
-        mock.patch.object(fleet_tasks, "_redis", side_effect=ConnectionError("no redis")),
+        mock.patch.object(fleet_tasks, "redis_client", side_effect=ConnectionError("no redis")),
         mock.patch.object(fleet_tasks.simulator_advance_task, "apply_async") as send,
     ):
         fleet_tasks.simulator_tick_at(clock.now())

@@ -276,10 +276,11 @@ def test_a_set_in_a_health_wait_costs_no_query_more_whatever_its_size(frozen_clo
     drive(services.os_upgrade_now(scale_set=scale_set), until=lambda r: r.phase == "health_wait")
     client.force_login(factories.user(f"vera{capacity}"))
     # session + user + groups, the set, its target image, its instances, its extensions, the
-    # latest run, its batches (the explainer's counts ride on that query): as for any run
+    # latest run, its batches (the explainer's counts ride on that query), the audit entries:
+    # as for any run
     with CaptureQueriesContext(connection) as queries:
         html = client.get(f"/scale-sets/{scale_set.pk}/").content.decode()
-    assert len(queries) == 9, "\n".join(q["sql"] for q in queries.captured_queries)
+    assert len(queries) == 10, "\n".join(q["sql"] for q in queries.captured_queries)
     assert "explain-countdown" in html
 
 
@@ -371,7 +372,7 @@ def test_a_first_automatic_upgrade_after_enabling_waits_the_longer_delay(frozen_
     # the page's queries and the set's rollouts, one query (tests/upgrades/test_rollout_pages.py)
     with CaptureQueriesContext(connection) as queries:
         html = client.get(f"/scale-sets/{scale_set.pk}/").content.decode()
-    assert len(queries) == 9
+    assert len(queries) == 10
     why = notice.explanation
     ticking = f'<span class="explain-countdown" data-until="{why.countdown_until}"'
     assert escape(why.before) in html  # the words, with the time left ticking in between
@@ -405,8 +406,8 @@ def test_a_set_rolling_back_costs_one_query_more_for_the_instance_ids(frozen_clo
     settle()
     drive(services.rolling_upgrade(scale_set=scale_set), until=lambda r: r.phase == "rolling_back")
     client.force_login(factories.user("vera"))
-    # the nine of any run (above), and the ids of the instances rolled back (at most 20)
+    # the ten of any run (above), and the ids of the instances rolled back (at most 20)
     with CaptureQueriesContext(connection) as queries:
         html = client.get(f"/scale-sets/{scale_set.pk}/").content.decode()
-    assert len(queries) == 10, "\n".join(q["sql"] for q in queries.captured_queries)
+    assert len(queries) == 11, "\n".join(q["sql"] for q in queries.captured_queries)
     assert "Rolling back batch 1: 1 instance (0) gets its previous OS disk back" in html
