@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+WORKER_APPLICATION_NAME = "vmss-test-worker"
 
 
 def test_database_url() -> str:
@@ -26,7 +27,9 @@ def test_database_url() -> str:
     user = settings.get("USER") or ""
     host = settings.get("HOST") or "127.0.0.1"
     port = settings.get("PORT") or 5432
-    return f"postgres://{user}@{host}:{port}/{settings['NAME']}"
+    # Named, so that a test can drop exactly the workers' connections (tests/faults), never the
+    # test process's own.
+    return f"postgres://{user}@{host}:{port}/{settings['NAME']}?application_name={WORKER_APPLICATION_NAME}"
 
 
 class Processes:
