@@ -5,6 +5,7 @@ and the median (min–max) summary of repeated figures."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -99,6 +100,42 @@ def throwaway_database(database: str, postgres_url: str, *, prefix: str = "bench
 def migrate(env: dict[str, str]) -> None:
     """Migrate the database of env's DATABASE_URL, in a subprocess with that environment."""
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
+
+
+def child_environment(
+    database_url: str, *, queue: str, time_scale: float, beat_interval: float | None, poll: float | None
+) -> dict[str, str]:
+    """The environment of a measured child: its own database and queue, quiet logs, and the
+    beat interval and engine poll when given (otherwise the settings' defaults)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CELERY_DEFAULT_QUEUE": f"{queue}-{uuid.uuid4().hex[:8]}",
+        "TIME_SCALE": str(time_scale),
+        "LOG_LEVEL": "WARNING",
+    }
+    if beat_interval is not None:
+        env["BEAT_INTERVAL_SECONDS"] = str(beat_interval)
+    if poll is not None:
+        env["ENGINE_POLL_SECONDS"] = str(poll)
+    return env
+
+
+def run_child(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Migrate env's database, run a benchmark's child there and return the JSON it printed
+    last, or {"ok": False, "error": …} with the end of its output."""
+    migrate(env)
+    done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"ok": False, "error": (done.stdout + done.stderr)[-3000:]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 min): the figures are only as quiet as the machine."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
 
 
 def publish_image(region: Any, version: str, at: dt.datetime | None = None) -> None:

@@ -47,17 +47,14 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 # The names other benchmarks imported from here live in bench.common now.
 from bench.common import (
     APP_HEALTH,
-    BASE_DIR,
     DEFAULT_POSTGRES_URL,
     DEPENDENCY_AGENT,
     NEW_VERSION,
@@ -65,9 +62,11 @@ from bench.common import (
     UBUNTU,
     ZERO_DURATIONS,
     Processes,
-    migrate,
+    child_environment,
+    load_average,
     publish_image,
     redis_for_benchmark,
+    run_child,
     spread,
     throwaway_database,
 )
@@ -88,18 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = ["zero", "realistic"] if args.scenario == "both" else [args.scenario]
     results: list[dict[str, Any]] = []
     with redis_for_benchmark() as redis_url:
-        print(f"Redis: {redis_url}; load average before: {_load()}", flush=True)
+        print(f"Redis: {redis_url}; load average before: {load_average()}", flush=True)
         for database in databases:
             for size in args.instances:
                 for scenario in scenarios:
                     for n in range(1, args.repeat + 1):
                         result = _measured_run(args, database, scenario, size)
-                        result.update(database=database, scenario=scenario, size=size, repeat=n, load=_load())
+                        result.update(database=database, scenario=scenario, size=size, repeat=n, load=load_average())
                         results.append(result)
                         print(_one_line(result), flush=True)
     print()
     print(_summary(results, args))
-    print(f"load average after: {_load()}")
+    print(f"load average after: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(r.get("ok") for r in results) else 1
@@ -128,22 +127,13 @@ def _parser() -> argparse.ArgumentParser:
 def _measured_run(args: argparse.Namespace, database: str, scenario: str, size: int) -> dict[str, Any]:
     """Create and migrate a throwaway database, run the child in it, drop the database."""
     with throwaway_database(database, args.postgres_url) as url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "CELERY_DEFAULT_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
-            "TIME_SCALE": str(args.time_scale),
-            "LOG_LEVEL": "WARNING",
-        }
+        env = child_environment(
+            url, queue="bench", time_scale=args.time_scale, beat_interval=args.beat_interval, poll=args.poll
+        )
         if scenario == "zero":
             env["SIMULATOR_DURATIONS"] = json.dumps(ZERO_DURATIONS)
         else:
             env.pop("SIMULATOR_DURATIONS", None)
-        if args.beat_interval is not None:
-            env["BEAT_INTERVAL_SECONDS"] = str(args.beat_interval)
-        if args.poll is not None:
-            env["ENGINE_POLL_SECONDS"] = str(args.poll)
-        migrate(env)
         command = [
             *(sys.executable, "-m", "bench.engine", "--child", "--scenario", scenario),
             *("--instances", str(size), "--set-size", str(args.set_size)),
@@ -151,19 +141,7 @@ def _measured_run(args: argparse.Namespace, database: str, scenario: str, size: 
         ]
         if args.keep_logs:
             command.append("--keep-logs")
-        done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            return {"ok": False, "error": (done.stdout + done.stderr)[-3000:]}
-        return json.loads(lines[-1])
-
-
-def _load() -> str:
-    """The machine's load average (1, 5, 15 min): the figures are only as quiet as the machine."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
+        return run_child(command, env)
 
 
 def _one_line(r: dict[str, Any]) -> str:

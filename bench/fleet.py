@@ -43,25 +43,24 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     APP_HEALTH,
-    BASE_DIR,
     DEFAULT_POSTGRES_URL,
     NEW_VERSION,
     OLD_VERSION,
     UBUNTU,
     ZERO_DURATIONS,
     Processes,
-    migrate,
+    child_environment,
+    load_average,
     publish_image,
     redis_for_benchmark,
+    run_child,
     spread,
     throwaway_database,
 )
@@ -81,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
     results: list[dict[str, Any]] = []
     with redis_for_benchmark() as redis_url:
-        print(f"Redis: {redis_url}; load average before: {_load()}", flush=True)
+        print(f"Redis: {redis_url}; load average before: {load_average()}", flush=True)
         for n in range(1, args.repeat + 1):
             for workers in args.workers:
                 result = _measured_run(args, workers)
-                result.update(workers=workers, repeat=n, load=_load())
+                result.update(workers=workers, repeat=n, load=load_average())
                 results.append(result)
                 print(_one_line(result), flush=True)
     print()
     print(_summary(results, args))
-    print(f"load average after: {_load()}")
+    print(f"load average after: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(r.get("ok") for r in results) else 1
@@ -118,19 +117,10 @@ def _parser() -> argparse.ArgumentParser:
 def _measured_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     """Create and migrate a throwaway database, run the child in it, drop the database."""
     with throwaway_database(args.database, args.postgres_url, prefix="bench_fleet") as url:
-        env = {
-            **os.environ,
-            **ROLLOUT_ENV,
-            "DATABASE_URL": url,
-            "CELERY_DEFAULT_QUEUE": f"bench-fleet-{uuid.uuid4().hex[:8]}",
-            "TIME_SCALE": str(args.time_scale),
-            "LOG_LEVEL": "WARNING",
-        }
-        if args.beat_interval is not None:
-            env["BEAT_INTERVAL_SECONDS"] = str(args.beat_interval)
-        if args.poll is not None:
-            env["ENGINE_POLL_SECONDS"] = str(args.poll)
-        migrate(env)
+        env = child_environment(
+            url, queue="bench-fleet", time_scale=args.time_scale, beat_interval=args.beat_interval, poll=args.poll
+        )
+        env.update(ROLLOUT_ENV)
         command = [
             *(sys.executable, "-m", "bench.fleet", "--child", "--workers", str(workers)),
             *("--sets", str(args.sets), "--instances", str(args.instances)),
@@ -138,19 +128,7 @@ def _measured_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         ]
         if args.keep_logs:
             command.append("--keep-logs")
-        done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            return {"ok": False, "error": (done.stdout + done.stderr)[-3000:]}
-        return json.loads(lines[-1])
-
-
-def _load() -> str:
-    """The machine's load average (1, 5, 15 min): the figures are only as quiet as the machine."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
+        return run_child(command, env)
 
 
 def _one_line(r: dict[str, Any]) -> str:

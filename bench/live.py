@@ -68,6 +68,7 @@ from bench.common import (
     NEW_VERSION,
     OLD_VERSION,
     UBUNTU,
+    load_average,
     migrate,
     redis_for_benchmark,
     throwaway_database,
@@ -218,10 +219,6 @@ def percentile(ordered: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
 
 
 def log_in(base_url: str, username: str, password: str) -> str:

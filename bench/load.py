@@ -58,8 +58,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_POSTGRES_URL, OLD_VERSION, UBUNTU, Processes
-from bench.live import Daphne, load_average, percentile, throwaway_environment
+from bench.common import DEFAULT_POSTGRES_URL, OLD_VERSION, UBUNTU, Processes, load_average
+from bench.live import Daphne, percentile, throwaway_environment
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 API_VERSION = "2024-07-01"

@@ -54,6 +54,7 @@ from bench.common import (
     NEW_VERSION,
     OLD_VERSION,
     UBUNTU,
+    load_average,
     postgres_database,
     publish_image,
 )
@@ -164,8 +165,7 @@ def _child(args: argparse.Namespace) -> int:
     ]
     results = [_measure(name, path, built["user"], args) for name, path in pages]
     print()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{args.repeat} timed requests per page; load average {load} on {os.cpu_count()} CPUs")
+    print(f"{args.repeat} timed requests per page; load average {load_average()}")
     print(f"{'page':40}{'median ms':>10}  {'min-max ms':>15}{'cpu ms':>8}{'queries':>9}{'KiB':>8}  target")
     for r in results:
         verdict = "ok" if r["median_ms"] < TARGET_MS else f"OVER {TARGET_MS:g} ms"

@@ -71,7 +71,8 @@ class Processes:
         ]
         return self._start(name, command)
 
-    def start_beat(self) -> subprocess.Popen[bytes]:
+    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+        """A beat; two with different names run side by side (each its own schedule file)."""
         command = [
             sys.executable,
             "-m",
@@ -82,9 +83,9 @@ class Processes:
             "--loglevel",
             "WARNING",
             "--schedule",
-            str(self.logs / "beat-schedule"),
+            str(self.logs / f"{name}-schedule"),
         ]
-        return self._start("beat", command)
+        return self._start(name, command)
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)

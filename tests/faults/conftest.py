@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,35 +60,16 @@ def seeds(*, full: int, reduced: int) -> list[object]:
     return [pytest.param(BASE_SEED + n, id=f"seed{BASE_SEED + n}") for n in range(full if FULL else reduced)]
 
 
-class FaultProcesses(Processes):
-    """Processes that can run several beats, each with its own schedule file."""
-
-    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:  # type: ignore[override]
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "beat",
-            "--loglevel",
-            "WARNING",
-            "--schedule",
-            str(self.logs / f"{name}-schedule"),
-        ]
-        return self._start(name, command)
-
-
 @pytest.fixture
-def start_processes(settings) -> Iterator[Callable[..., FaultProcesses]]:
+def start_processes(settings) -> Iterator[Callable[..., Processes]]:
     """Makes the worker/beat launcher (extra environment for the processes as arguments);
     every process is stopped at the end, and tasks enqueued here reach its queue."""
     settings.TIME_SCALE = TIME_SCALE
-    made: list[FaultProcesses] = []
+    made: list[Processes] = []
     previous_queue = celery_app.conf.task_default_queue
 
-    def start(**env: str) -> FaultProcesses:
-        processes = FaultProcesses(**WORKER_ENV, **env)
+    def start(**env: str) -> Processes:
+        processes = Processes(**WORKER_ENV, **env)
         celery_app.conf.task_default_queue = processes.queue
         made.append(processes)
         return processes
@@ -106,7 +85,7 @@ def start_processes(settings) -> Iterator[Callable[..., FaultProcesses]]:
 
 
 @pytest.fixture
-def processes(start_processes) -> FaultProcesses:
+def processes(start_processes) -> Processes:
     return start_processes()
 
 

@@ -25,6 +25,20 @@ from upgrades.models import Rollout, UpgradeRun
 API_PREFIXES = ("subscriptions", "console/api")
 # The admin's URLs are Django's own; the tests below post to its forms by path.
 ADMIN_NAMESPACE = "admin"
+# The console's actions the route walk must find (if it broke, every test over its routes
+# would pass vacuously).
+KNOWN_ACTIONS = frozenset(
+    {
+        "upgrades:model-change",
+        "upgrades:manual-upgrade",
+        "upgrades:rolling-upgrade",
+        "upgrades:os-upgrade",
+        "upgrades:cancel",
+        "upgrades:reimage",
+        "upgrades:power",
+        "upgrades:automatic-os-upgrade",
+    }
+)
 
 
 @dataclass(frozen=True)
