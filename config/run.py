@@ -78,6 +78,8 @@ def main() -> int:
     }
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
+    # Instances of local-process sets that ran when the console last stopped start again.
+    _local_processes("resume")
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -113,10 +115,19 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+        _local_processes("stop")
         if redis_server:
             redis_server.stop()
         print("Stopped.")
     return exit_code
+
+
+def _local_processes(action: str) -> None:
+    """The local-process sets' instances are processes of their own (sessions of their own,
+    so a worker restart keeps them): the console resumes them on start, stops them on exit."""
+    done = subprocess.run([sys.executable, "manage.py", "local_processes", action], cwd=BASE_DIR)
+    if done.returncode != 0:
+        print(f"Could not {action} the local-process instances (exit {done.returncode}).", file=sys.stderr)
 
 
 def _announce() -> None:

@@ -140,6 +140,8 @@ CELERY_BEAT_SCHEDULE = {
     "simulator-advance": {"task": "fleet.tasks.simulator_advance_task", **_SWEEP},
     "reconcile-runs": {"task": "upgrades.tasks.reconcile_task", **_SWEEP},
     "automatic-upgrades": {"task": "upgrades.tasks.automatic_upgrades_task", **_SWEEP},
+    "local-steps": {"task": "fleet.tasks.local_steps_task", **_SWEEP},
+    "local-probes": {"task": "fleet.tasks.local_probe_task", **_SWEEP},
 }
 
 # --- The engine ---------------------------------------------------------------------------
@@ -194,6 +196,12 @@ def _simulator_durations(name: str) -> dict[str, float]:
 
 
 SIMULATOR_DURATIONS = _simulator_durations("SIMULATOR_DURATIONS")
+
+# --- The local-process driver (SPEC 8) -------------------------------------------------------
+# Where image versions are built (one directory each) and where each instance's OS and data
+# directories live. Both are plain directories: back them up with the database.
+LOCAL_IMAGE_STORE = Path(env_str("LOCAL_IMAGE_STORE", str(VAR_DIR / "images")))
+LOCAL_INSTANCE_ROOT = Path(env_str("LOCAL_INSTANCE_ROOT", str(VAR_DIR / "instances")))
 
 # --- The REST API (SPEC 7) -----------------------------------------------------------------
 # Items per page of list answers (the rest is reached through nextLink), and how many failed

@@ -1,8 +1,13 @@
-"""The demo fleet: regions, an image catalog, a gallery, eight scale sets and three users.
+"""The demo fleet: regions, an image catalog, a gallery, nine scale sets and three users.
 
 Loaded by `make run` (through `manage.py demo_fleet`); loading again keeps what is there.
 Sets are created on the image versions that were latest at the time, then a newer version is
 published, so the heatmaps open with work to do.
+
+One set, `app-local-eastus`, is ten real processes on this machine (the local-process driver):
+it boots the demo app 1.0.0 from the local image store, and an operator can roll out a good
+version (1.1.0, 1.5.0) or a broken one (1.3.0 answers Unhealthy, 1.4.0 never listens) by
+changing its image version, and watch the gates stop it for real.
 """
 
 from __future__ import annotations
@@ -130,10 +135,15 @@ class DemoSummary:
 
 
 def demo_fleet_load() -> DemoSummary:
-    """Load the demo fleet unless a demo set already exists (then change nothing)."""
+    """Load the demo fleet unless a demo set already exists (then change nothing but add the
+    local-process set, should a fleet loaded before it existed lack it)."""
     if ScaleSet.objects.filter(subscription_id=SUBSCRIPTION).exists():
         _users_ensure()
-        return DemoSummary(already_loaded=True)
+        summary = DemoSummary(already_loaded=True)
+        with transaction.atomic():
+            if _local_set_ensure():
+                summary.created.append(LOCAL_SET)
+        return summary
     summary = DemoSummary()
     with transaction.atomic():
         regions = _regions_create()
@@ -160,8 +170,56 @@ def demo_fleet_load() -> DemoSummary:
             )
         for publisher, type_, version in NEWER_EXTENSIONS:
             services.extension_version_publish(publisher=publisher, type=type_, version=version)
+        if _local_set_ensure():
+            summary.created.append(LOCAL_SET)
         _users_ensure()
     return summary
+
+
+LOCAL_SET = "app-local-eastus"
+
+
+def _local_set_ensure() -> bool:
+    """The demo app's versions built in the local image store and published in East US, and
+    a set of ten local processes on 1.0.0 (Rolling, Application Health over http); returns
+    whether the set was made."""
+    from fleet.drivers.local import images
+
+    if ScaleSet.objects.filter(subscription_id=SUBSCRIPTION, name=LOCAL_SET).exists():
+        return False
+    region = Region.objects.filter(name="eastus").first()
+    if region is None:
+        return False
+    publisher, offer, sku = images.DEMO_APP
+    first = clock.now() - dt.timedelta(days=len(images.DEMO_RELEASES))
+    for day, release in enumerate(images.DEMO_RELEASES):
+        if images.find(release.key) is None:
+            images.build(release.key, behaviour=release.behaviour, boot_seconds=release.boot_seconds)
+        services.platform_image_publish(
+            publisher=publisher,
+            offer=offer,
+            sku=sku,
+            version=release.version,
+            regions=[region],
+            at=first + dt.timedelta(days=day),
+        )
+    services.scale_set_create(
+        subscription_id=SUBSCRIPTION,
+        name=LOCAL_SET,
+        resource_group="rg-local",
+        region=region,
+        capacity=10,
+        zones=[],
+        driver="local",
+        image_publisher=publisher,
+        image_offer=offer,
+        image_sku=sku,
+        image_version=images.DEMO_RELEASES[0].version,
+        upgrade_mode="Rolling",
+        max_batch_instance_percent=20,
+        extensions=[_app_health(port=8080)],
+    )
+    return True
 
 
 def _regions_create() -> dict[str, Region]:

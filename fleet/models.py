@@ -277,6 +277,13 @@ class ProbeProtocol(models.TextChoices):
     HTTP = "http"
 
 
+class DriverName(models.TextChoices):
+    """What a scale set's instances are (SPEC 8): simulated, or real processes on this machine."""
+
+    SIMULATOR = "simulator", "Simulator"
+    LOCAL = "local", "Local processes"
+
+
 class ServiceFabricDurability(models.TextChoices):
     BRONZE = "Bronze"
     SILVER = "Silver"
@@ -302,7 +309,12 @@ class ScaleSet(models.Model):
     vm_size = models.CharField("VM size", max_length=64, default="Standard_D2s_v3")
     capacity = models.PositiveIntegerField(default=0)
     os_type = models.CharField(max_length=10, choices=OsType.choices, default=OsType.LINUX)
-    driver = models.CharField(max_length=32, default="simulator")
+    driver = models.CharField(
+        max_length=32,
+        choices=DriverName.choices,
+        default=DriverName.SIMULATOR,
+        help_text="Simulated instances, or each instance a real process on this machine",
+    )
 
     # imageReference: one of platform (publisher/offer/sku/version), gallery, custom URI.
     image_source = models.CharField(max_length=10, choices=ImageSource.choices, default=ImageSource.PLATFORM)
@@ -666,6 +678,26 @@ class Instance(models.Model):
     @property
     def name(self) -> str:
         return f"{self.scale_set.name}_{self.instance_id}"
+
+
+class InstanceProcess(models.Model):
+    """The real process behind an instance of a local-process set (SPEC 8), and what its
+    health probes have said (R-H-2). Written by fleet.drivers.local only.
+
+    `pid` and `started_at` say which process is the instance now; `probe` is the probe
+    tracker's state between probes (fleet.drivers.local.probe.ProbeTracker), and
+    `probe_due_at` when it is probed next."""
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="process")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True, help_text="Its own port on 127.0.0.1")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When this process was started")
+    probe = models.JSONField(default=dict, blank=True)
+    probe_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_answer = models.CharField(max_length=200, blank=True, help_text="What the last probe heard")
+
+    def __str__(self) -> str:
+        return f"process {self.pid} of instance {self.instance_id}"
 
 
 class DataDisk(models.Model):

@@ -377,6 +377,28 @@ def simulator_advance(now: dt.datetime | None = None) -> int:
     return advanced.applied
 
 
+def local_driver_steps() -> int:
+    """Carry out the local-process driver's due steps (stop, OS directory, extensions, start),
+    and plan the first start of instances that have never had a process (a new set, a scale
+    out). Returns how many instances changed."""
+    from fleet.drivers.local import driver as local
+
+    local.plan_first_starts()
+    return sum(len(pks) for pks in local.run_due_steps().values())
+
+
+def local_driver_probes() -> int:
+    """Check and probe the local-process driver's running processes that are due (R-H-2)."""
+    from fleet.drivers.local import driver as local
+
+    return sum(len(pks) for pks in local.probe_round().values())
+
+
+def driver_changed_instances(scale_set_ids: list[int]) -> None:
+    """A driver changed instances of these sets (committed): tell whoever waits on them."""
+    _steps_applied(scale_set_ids)
+
+
 def _steps_applied(scale_set_ids: list[int]) -> None:
     if not scale_set_ids:
         return

@@ -52,6 +52,56 @@ def simulator_tick_at(due: dt.datetime | None) -> None:
         log.warning("could not schedule a simulator tick; the beat will apply the step", exc_info=True)
 
 
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=60)
+def local_steps_task() -> int:
+    """Carry out the local-process driver's due steps (beat, every second, and at once after an
+    action). Idempotent: rows are claimed for a lease, and every step may be carried out again."""
+    from fleet.drivers.local.driver import next_probe_at, next_step_at
+
+    applied = services.local_driver_steps()
+    _tick_soon("local-steps", local_steps_task, next_step_at())
+    _tick_soon("local-probe", local_probe_task, next_probe_at())  # processes just started
+    return applied
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=60)
+def local_probe_task() -> int:
+    """Probe the local-process driver's due processes (beat, every second). One round at a
+    time: a round still probing when the next tick comes makes that tick do nothing."""
+    lock = redis_client().lock(f"{settings.CELERY_TASK_DEFAULT_QUEUE}:local-probe-round", timeout=60)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        changed = services.local_driver_probes()
+    finally:
+        try:
+            lock.release()
+        except Exception:  # expired meanwhile: the next round takes it
+            log.warning("local probe round lock expired before release", exc_info=True)
+    from fleet.drivers.local.driver import next_probe_at
+
+    # Probes fall due on their own slots (interval after boot): the round comes on time, not
+    # at the beat's next tick.
+    _tick_soon("local-probe", local_probe_task, next_probe_at())
+    return changed
+
+
+def _tick_soon(name: str, task: object, due: dt.datetime | None) -> None:
+    """Ask for one run of `task` at `due` if it comes within TICK_WINDOW_SECONDS (once per
+    moment however many ask); later ones are left to the beat."""
+    if due is None:
+        return
+    delay = (due - clock.now()).total_seconds()
+    if delay > TICK_WINDOW_SECONDS:
+        return
+    key = f"{settings.CELERY_TASK_DEFAULT_QUEUE}:{name}:{round(due.timestamp() * 1000)}"
+    try:
+        if redis_client().set(key, 1, nx=True, px=round((max(delay, 0) + 60) * 1000)):
+            task.apply_async(countdown=max(delay, 0))  # type: ignore[attr-defined]
+    except Exception:  # an acceleration only
+        log.warning("could not schedule a %s tick; the beat will", name, exc_info=True)
+
+
 _clients: dict[int, redis.Redis] = {}
 
 

@@ -24,6 +24,15 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def local_driver_directories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The local-process driver's image store and instance directories live in a temporary
+    directory, never in the checkout's var/ (the demo fleet builds images there)."""
+    root = tmp_path_factory.mktemp("local-driver")
+    with override_settings(LOCAL_IMAGE_STORE=root / "images", LOCAL_INSTANCE_ROOT=root / "instances"):
+        yield
+
+
 @pytest.fixture
 def frozen_clock() -> Iterator[FrozenClock]:
     """Time stands still at a fixed moment until the test advances it."""

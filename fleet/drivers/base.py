@@ -53,3 +53,19 @@ class Driver(Protocol):
 
     def advance(self, now: dt.datetime) -> int:
         """Apply whatever became due by `now`; returns how many instances changed."""
+
+
+# Operation ids remembered per instance: enough for any call an engine may repeat (a lease
+# runs out within minutes), few enough to keep the row small.
+KEPT_OPERATIONS = 20
+
+
+def first_time(instance: Instance, operation: str) -> bool:
+    """Whether the instance has not had `operation` applied yet; if not, it is recorded on the
+    row (saved by the caller in the transaction of the action). No operation id: always."""
+    if not operation:
+        return True
+    if operation in instance.driver_operations:
+        return False
+    instance.driver_operations = [*instance.driver_operations, operation][-KEPT_OPERATIONS:]
+    return True

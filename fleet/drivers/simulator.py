@@ -28,7 +28,7 @@ from django.db.models import Field
 
 from fleet import clock, events
 from fleet.credentials import expired_by
-from fleet.drivers.base import PowerAction
+from fleet.drivers.base import PowerAction, first_time
 from fleet.health import HealthSource, health_source_of
 from fleet.images import ImageRef
 from fleet.models import (
@@ -78,9 +78,6 @@ _WRITTEN = _PLAN_FIELDS + [
 ]
 # What applying due steps can change (`advance` writes these only).
 _ADVANCED = _PLAN_FIELDS + ["driver_due_at", "driver_plan"]
-# Operation ids remembered per instance: enough for any call an engine may repeat (a lease
-# runs out within minutes), few enough to keep the row small.
-_KEPT_OPERATIONS = 20
 
 
 def chosen_share(instance_ids: Iterable[int], *, share: float, salt: str) -> set[int]:
@@ -326,10 +323,8 @@ class SimulatorDriver:
         with transaction.atomic():
             rows = list(Instance.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
             for row in rows:
-                if operation:
-                    if operation in row.driver_operations:
-                        continue
-                    row.driver_operations = [*row.driver_operations, operation][-_KEPT_OPERATIONS:]
+                if not first_time(row, operation):
+                    continue
                 plan = _Plan(now)
                 planner(row, plan)
                 if not plan.steps and row.driver_plan:

@@ -1,0 +1,26 @@
+"""Finding the local-process driver's programs among the machine's processes (Linux /proc).
+
+Free of Django, so the benchmarks' parent process and the console's shutdown can use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def programs_under(root: str | Path) -> list[tuple[int, Path]]:
+    """The processes whose program (their first argument) lives under `root`, with their
+    instance directory (<instance>/os/<disk>/program.py)."""
+    found: list[tuple[int, Path]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(arguments) < 2 or not arguments[1].decode(errors="replace").startswith(f"{root}/"):
+            continue
+        program = Path(arguments[1].decode(errors="replace"))
+        found.append((int(entry.name), program.parent.parent.parent))
+    return found
