@@ -7,6 +7,10 @@ checked by the model's own validation, in the services. Properties ARM returns b
 cannot set (provisioningState, uniqueId, timeCreated, …) and properties the console does not
 model (networkInterfaceConfigurations, osProfile.adminUsername, …) are ignored, so a resource
 read with GET can be sent back with PUT as it is.
+
+Beyond ARM, `properties.driver` names what the set's instances are (SPEC 8): "simulator", the
+default, or "local", each instance a real process on this machine. It is fixed when the set is
+made, as platformFaultDomainCount is: a driver cannot take over instances another one made.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from api.arm import FIELD_PATHS, ArmError
 from fleet.models import (
+    DriverName,
     GalleryImage,
     ImageSource,
     OsType,
@@ -51,6 +56,7 @@ PLAIN: list[tuple[tuple[str, ...], str, type]] = [
     (("properties", "singlePlacementGroup"), "single_placement_group", bool),
     (("properties", "platformFaultDomainCount"), "platform_fault_domain_count", int),
     ((*PROFILE, "storageProfile", "osDisk", "osType"), "os_type", str),
+    (("properties", "driver"), "driver", str),
 ]
 _IMAGE = "properties.virtualMachineProfile.storageProfile.imageReference"
 _PROBE = "properties.virtualMachineProfile.networkProfile.healthProbe.id"
@@ -76,8 +82,9 @@ FIELD_PATHS.update(
     }
 )
 
-# Fixed when a set is made: changing them would move every instance.
-CREATE_ONLY = {"platform_fault_domain_count", "os_type", "zones"}
+# Fixed when a set is made: changing them would move every instance, or (the driver) leave its
+# instances with a driver that did not make them.
+CREATE_ONLY = {"platform_fault_domain_count", "os_type", "zones", "driver"}
 MAX_INT = 2**31 - 1
 _GALLERY_IMAGE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/galleries/"
@@ -218,6 +225,8 @@ def _enums(body: dict[str, Any], result: ScaleSetBody) -> None:
         )
     if "os_type" in result.fields:
         result.fields["os_type"] = _choice(result.fields["os_type"], list(OsType.values), "osDisk.osType")
+    if "driver" in result.fields:
+        result.fields["driver"] = _choice(result.fields["driver"], list(DriverName.values), "properties.driver")
 
 
 def _image(body: dict[str, Any], result: ScaleSetBody, existing: ScaleSet | None) -> None:

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET
 from api import arm, plan_views
 from api.bodies import EXTENSION_PROPERTIES, MAX_INT, PLAIN
 from api.models import OperationStatus
-from fleet.models import HealthState, OsType, ReplicationState, UpgradeMode
+from fleet.models import DriverName, HealthState, OsType, ReplicationState, UpgradeMode
 from fleet.models import ProvisioningState as VmProvisioningState
 from upgrades.models import BatchStatus, Kind, LastAction, Phase, RunStatus, StartedBy
 
@@ -223,6 +223,10 @@ def _scale_set() -> Schema:
                     "overprovision": boolean(),
                     "singlePlacementGroup": boolean(),
                     "platformFaultDomainCount": integer(),
+                    "driver": string(
+                        enum=enum_of(DriverName),
+                        description="Beyond ARM (SPEC 8): what the instances are. Fixed when the set is created.",
+                    ),
                     "uniqueId": string(fmt="uuid"),
                     "timeCreated": timestamp(),
                 },
@@ -266,6 +270,11 @@ def _scale_set_update() -> Schema:
     _nest(tree, ("sku", "capacity"), integer(minimum=0, maximum=MAX_INT))
     _nest(tree, ("zones",), array(string(), description="Fixed when the set is created."))
     _nest(tree, ("properties", "upgradePolicy", "mode"), string(description=", ".join(enum_of(UpgradeMode))))
+    _nest(
+        tree,
+        ("properties", "driver"),
+        string(description=f"{', '.join(enum_of(DriverName))} (default simulator); fixed when the set is created."),
+    )
     profile = ("properties", "virtualMachineProfile")
     _nest(tree, (*profile, "storageProfile", "imageReference"), ref("ImageReference"))
     _nest(

@@ -3,6 +3,7 @@
 Names and nesting follow the public Microsoft.Compute REST API (api-version 2024-07-01):
 VirtualMachineScaleSet, VirtualMachineScaleSetVM, VirtualMachineScaleSetVMInstanceView and
 VirtualMachineScaleSetInstanceView. Protected extension settings are never returned.
+Beyond ARM, a scale set carries `properties.driver` (SPEC 8; api.bodies reads it back).
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def extension_resource(ext: ScaleSetExtension, scale_set: ScaleSet) -> dict[str,
 
 
 def scale_set(scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension]) -> dict[str, Any]:
-    """VirtualMachineScaleSet."""
+    """VirtualMachineScaleSet, with the console's own `properties.driver`: what its instances
+    are (SPEC 8). SDKs ignore a property they do not know, and a set read with GET can still
+    be sent back with PUT as it is (the same driver is accepted)."""
     s = scale_set
     profile: dict[str, Any] = {
         "storageProfile": {"imageReference": image_reference(s), "osDisk": {"osType": s.os_type}}
@@ -160,6 +163,7 @@ def scale_set(scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension]) -> d
             "overprovision": False,
             "singlePlacementGroup": s.single_placement_group,
             "platformFaultDomainCount": s.platform_fault_domain_count,
+            "driver": s.driver,
             "uniqueId": unique_id(s),
             "timeCreated": s.created_at.isoformat(),
         },

@@ -29,6 +29,7 @@ from fleet.models import (
     GalleryImageVersion,
     ImagePublication,
     Instance,
+    InstanceProcess,
     PlatformImageVersion,
     Region,
     ScaleSet,
@@ -283,10 +284,11 @@ class ScaleSetAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "capacity",
         "vm_size",
         "upgrade_mode",
+        "driver",
         "enable_automatic_os_upgrade",
         "model_version",
     ]
-    list_filter = ["region", "upgrade_mode", "os_type", "enable_automatic_os_upgrade"]
+    list_filter = ["region", "upgrade_mode", "driver", "os_type", "enable_automatic_os_upgrade"]
     search_fields = ["name", "resource_group"]
     list_select_related = ["region"]
     inlines = [ScaleSetExtensionInline]
@@ -304,6 +306,24 @@ class DataDiskInline(admin.TabularInline):  # type: ignore[type-arg]
     readonly_fields = ("lun", "size_gb", "checksum")
     fields = list(readonly_fields)
     can_delete = False
+
+
+class InstanceProcessInline(admin.StackedInline):  # type: ignore[type-arg]
+    """The real process behind an instance of a local-process set (SPEC 8), shown when there is
+    one. Read-only: only the local-process driver starts, stops and probes it."""
+
+    model = InstanceProcess
+    extra = 0
+    readonly_fields = ("pid", "port", "started_at", "last_answer", "probe_due_at")
+    fields = list(readonly_fields)
+    can_delete = False
+    verbose_name = verbose_name_plural = "process"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 def _instance_action(description: str, **change: Any) -> Any:
@@ -338,6 +358,7 @@ class InstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "os_image",
         "model_version",
         "under_maintenance",
+        "process_summary",
     ]
     list_filter = [
         "scale_set",
@@ -347,7 +368,8 @@ class InstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "under_maintenance",
         "update_domain",
     ]
-    list_select_related = ["scale_set"]
+    # The process comes in the same query (a reverse one-to-one joins): no query per row.
+    list_select_related = ["scale_set", "process"]
     search_fields = ["scale_set__name", "instance_id"]
     readonly_fields = [
         "scale_set",
@@ -371,7 +393,7 @@ class InstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "driver_due_at",
         "driver_plan",
     ]
-    inlines = [DataDiskInline]
+    inlines = [InstanceProcessInline, DataDiskInline]
     actions = [
         _instance_action("Power off", power=PowerAction.POWER_OFF),
         _instance_action("Start", power=PowerAction.START),
@@ -383,6 +405,18 @@ class InstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="process")
+    def process_summary(self, obj: Instance) -> str:
+        """pid and port of a local-process instance's process as last recorded; blank for a
+        simulated instance (shown as the admin's empty value). A stopped process keeps its port
+        (it is started on it again)."""
+        try:
+            process = obj.process
+        except InstanceProcess.DoesNotExist:
+            return ""
+        port = f"127.0.0.1:{process.port}" if process.port else "no port yet"
+        return f"pid {process.pid}, {port}" if process.pid else f"not running ({port})"
 
     def save_model(self, request: HttpRequest, obj: Instance, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)  # only protection is editable

@@ -8,20 +8,18 @@ through ManagementUtility, which is what manage.py runs).
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import ManagementUtility, call_command
 from django.core.management.base import CommandError
 
 from api import cli
 from fleet import services as fleet_services
 from fleet.models import ScaleSet
 from tests import factories
+from tests.api.cli_helpers import refused, usage_error, vmss
 from tests.api.conftest import ApiClient
 from tests.upgrades.conftest import no_enqueue  # noqa: F401  (autouse: tasks are recorded, not sent)
 from upgrades import services
@@ -36,33 +34,6 @@ SETS = f"{GROUP}/providers/Microsoft.Compute/virtualMachineScaleSets"
 WEB = f"{SETS}/web"
 AT_WEB = ("-g", "rg-test", "-n", "web")
 NO_RUN_TO_CANCEL = "(OperationNotAllowed) There is no ongoing Rolling Upgrade to cancel."
-
-
-def vmss(*args: str) -> Any:
-    """Run `vmss …`; its stdout, parsed as JSON."""
-    out = io.StringIO()
-    call_command("vmss", *args, stdout=out, stderr=io.StringIO())
-    return json.loads(out.getvalue())
-
-
-def refused(*args: str) -> str:
-    """Run `vmss …` that must be refused with exit code 1 and nothing on stdout; its message."""
-    out = io.StringIO()
-    with pytest.raises(CommandError) as caught:
-        call_command("vmss", *args, stdout=out, stderr=io.StringIO())
-    assert caught.value.returncode == 1
-    assert out.getvalue() == ""
-    return str(caught.value)
-
-
-def usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run `manage.py vmss …` as the command line does; argparse must exit 2. Its stderr."""
-    with pytest.raises(SystemExit) as caught:
-        ManagementUtility(["manage.py", "vmss", *args]).execute()
-    assert caught.value.code == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    return captured.err
 
 
 def values(api: ApiClient, path: str) -> list[Any]:

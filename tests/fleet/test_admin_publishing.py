@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -28,16 +27,6 @@ from upgrades.models import Rollout, UpgradeRun
 pytestmark = pytest.mark.django_db
 
 EMPTY_PUBLISHED_AT = {"published_at_0": "", "published_at_1": ""}
-
-
-@pytest.fixture
-def staff_client() -> Client:
-    """A staff member who keeps the fleet's reference tables (every fleet permission)."""
-    user = factories.user("ada", "staff")
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="fleet"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

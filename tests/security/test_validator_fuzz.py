@@ -141,6 +141,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
         ["PT0S", "PT5S", "PT1M30S", "P1D", "PT", "5 seconds", "PT99999999999999999999S"]
     ),
     "properties.platformFaultDomainCount": st.sampled_from([1, 2, 5]),
+    "properties.driver": st.sampled_from(["simulator", "Simulator", "local", "kubernetes"]),
     "properties.virtualMachineProfile.storageProfile.osDisk.osType": st.sampled_from(["Linux", "Windows", "BeOS"]),
     "properties.virtualMachineProfile.storageProfile.imageReference.publisher": st.sampled_from(
         [UBUNTU["image_publisher"], "MicrosoftWindowsServer"]

@@ -11,10 +11,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from api import cli
 from fleet.cli import ConsoleCommand
+from fleet.models import DriverName, UpgradeMode
 
 Options = dict[str, Any]
 Handler = Callable[[cli.Client, Options], Any]
@@ -29,6 +30,9 @@ INSTANCE_ACTIONS = {
 }
 # Read-only in ARM's VirtualMachineScaleSetExtension: not sent back.
 EXTENSION_READ_ONLY = ("provisioningState",)
+# `create --app-health` adds the Application Health extension under this name (as the demo fleet does).
+APP_HEALTH_NAME = "HealthExtension"
+URN_EXAMPLE = "Canonical:UbuntuServer:18.04-LTS:latest"
 
 
 # --- argument types ----------------------------------------------------------------------------
@@ -49,6 +53,51 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("give a JSON object, like '{\"port\": 80}'.")
     return value
+
+
+def _one_of(choices: list[str]) -> Callable[[str], str]:
+    """A choice matched case-insensitively, as az and ARM match enums, in its canonical spelling."""
+
+    def choose(text: str) -> str:
+        for choice in choices:
+            if choice.lower() == text.strip().lower():
+                return choice
+        raise argparse.ArgumentTypeError(f"'{text}' is not one of {', '.join(choices)}.")
+
+    return choose
+
+
+def _image_urn(text: str) -> dict[str, str]:
+    """az's image URN `publisher:offer:sku:version` as an imageReference (version may be latest).
+    Whether that image exists is the API's to say."""
+    parts = [part.strip() for part in text.split(":")]
+    if len(parts) != 4 or not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an image URN: give publisher:offer:sku:version, like {URN_EXAMPLE}."
+        )
+    publisher, offer, sku, version = parts
+    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+
+def _app_health(text: str) -> dict[str, Any]:
+    """`PROTOCOL:PORT[:PATH]` as the Application Health extension (R-H-1), as ARM spells it. Only
+    the form is checked here: which protocols, ports and paths go together is the API's to say."""
+    protocol, _, rest = text.partition(":")
+    port, has_path, path = rest.partition(":")
+    if not protocol or not port.isascii() or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not PROTOCOL:PORT[:PATH], like http:80:/health or tcp:8080.")
+    settings: dict[str, Any] = {"protocol": protocol.strip().lower(), "port": int(port)}
+    if has_path:
+        settings["requestPath"] = path
+    return {
+        "name": APP_HEALTH_NAME,
+        "properties": {
+            "publisher": "Microsoft.ManagedServices",
+            "type": "ApplicationHealthLinux",
+            "typeHandlerVersion": "2.0",
+            "settings": settings,
+        },
+    }
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -90,6 +139,49 @@ def scale_set_list(client: cli.Client, options: Options) -> list[Any]:
             cli.scale_sets_path(subscription=subscription, resource_group=options["resource_group"])
         )
     ]
+
+
+def _subscription_for_new_set(client: cli.Client, options: Options) -> str:
+    """--subscription, else the one subscription the caller sees (az's current subscription).
+    With none or several there is nothing to guess from: the operator names it."""
+    if options["subscription"]:
+        return str(options["subscription"])
+    seen = [entry["subscriptionId"] for entry in client.get_all("/subscriptions")]
+    if len(seen) == 1:
+        return str(seen[0])
+    if not seen:
+        raise CommandError("No subscription holds a scale set yet: give --subscription for the new one.")
+    raise CommandError(f"Several subscriptions hold scale sets ({', '.join(seen)}): give --subscription.")
+
+
+def create(client: cli.Client, options: Options) -> Any:
+    """az vmss create: PUT a new set, built from the options as az builds its request.
+
+    A set that exists already is refused rather than PUT over: the same PUT would change its
+    model (a new image in Rolling mode starts an upgrade), which is `vmss update`'s job."""
+    subscription = _subscription_for_new_set(client, options)
+    path = cli.scale_set_path(resource_group=options["resource_group"], name=options["name"], subscription=subscription)
+    if client.find(path) is not None:
+        raise CommandError(
+            f"A scale set named {options['name']} exists already in resource group {options['resource_group']}: "
+            "change it with vmss update."
+        )
+    sku: dict[str, Any] = {"capacity": options["instance_count"]}
+    if options["vm_sku"]:
+        sku["name"] = options["vm_sku"]
+    profile: dict[str, Any] = {"storageProfile": {"imageReference": options["image"]}}
+    if options["app_health"] is not None:
+        profile["extensionProfile"] = {"extensions": [options["app_health"]]}
+    body = {
+        "location": options["location"],
+        "sku": sku,
+        "properties": {
+            "upgradePolicy": {"mode": options["upgrade_policy_mode"]},
+            "driver": options["driver"],
+            "virtualMachineProfile": profile,
+        },
+    }
+    return client.send("PUT", path, body)
 
 
 def show(client: cli.Client, options: Options) -> Any:
@@ -210,6 +302,45 @@ def _add_rolling_upgrade(commands: Any) -> None:
         _scale_set(_leaf(actions, name, handler, help_text))
 
 
+def _add_create(commands: Any) -> None:
+    creator = _leaf(commands, "create", create, "Create a scale set and its instances")
+    creator.add_argument("--resource-group", "-g", required=True)
+    creator.add_argument("--name", "-n", required=True, help="Scale set name")
+    creator.add_argument("--location", "-l", required=True, help="Region name, like eastus")
+    creator.add_argument("--image", required=True, type=_image_urn, metavar="URN", help=f"Like {URN_EXAMPLE}")
+    creator.add_argument("--instance-count", type=int, default=2, metavar="N", help="Default: 2")
+    modes = list(UpgradeMode.values)
+    creator.add_argument(
+        "--upgrade-policy-mode",
+        type=_one_of(modes),
+        default=UpgradeMode.MANUAL.value,
+        metavar="|".join(modes),
+        help="Default: Manual",
+    )
+    creator.add_argument("--vm-sku", help="VM size, like Standard_D2s_v3 (default: the console's)")
+    drivers = list(DriverName.values)
+    creator.add_argument(
+        "--driver",
+        type=_one_of(drivers),
+        default=DriverName.SIMULATOR.value,
+        metavar="|".join(drivers),
+        help="What the instances are: simulated (default), or each a real process on this machine. "
+        "Fixed once the set is made",
+    )
+    creator.add_argument(
+        "--app-health",
+        type=_app_health,
+        metavar="PROTOCOL:PORT[:PATH]",
+        help="Add the Application Health extension probing each instance, like http:80:/health or tcp:8080",
+    )
+    creator.add_argument(
+        "--subscription", help="Default: the one subscription holding scale sets (needed when there are several)"
+    )
+    creator.add_argument(
+        "--user", help="Act as this console user, with its role (default: the command line, with full rights)"
+    )
+
+
 def _add_extension(commands: Any) -> None:
     group = commands.add_parser("extension", help="Set, show or list a scale set's extensions")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -249,6 +380,7 @@ class Command(ConsoleCommand):
         lister = _leaf(commands, "list", scale_set_list, "List scale sets")
         lister.add_argument("--resource-group", "-g")
         _caller(lister)
+        _add_create(commands)
         _scale_set(_leaf(commands, "show", show, "Show a scale set"))
         _scale_set(_leaf(commands, "list-instances", list_instances, "List a scale set's instances"))
         viewer = _leaf(commands, "get-instance-view", get_instance_view, "Show the instance view of a set or instance")
