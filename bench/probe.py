@@ -185,7 +185,7 @@ def _scratch(prefix: str) -> Iterator[Path]:
     try:
         yield workdir
     finally:
-        for pid, _directory in programs_under(workdir):
+        for pid, _program in programs_under(workdir):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -202,6 +202,10 @@ SIMULATOR_DURATIONS = _simulator_durations("SIMULATOR_DURATIONS")
 # directories live. Both are plain directories: back them up with the database.
 LOCAL_IMAGE_STORE = Path(env_str("LOCAL_IMAGE_STORE", str(VAR_DIR / "images")))
 LOCAL_INSTANCE_ROOT = Path(env_str("LOCAL_INSTANCE_ROOT", str(VAR_DIR / "instances")))
+# How long (real seconds) a tick holds an instance's due steps before another may carry them out
+# again (after a worker died mid-step): longer than the slowest step, an extension's command
+# (30 s at most).
+LOCAL_STEP_LEASE_SECONDS = env_float("LOCAL_STEP_LEASE_SECONDS", 60.0, minimum_exclusive=0)
 
 # --- The REST API (SPEC 7) -----------------------------------------------------------------
 # Items per page of list answers (the rest is reached through nextLink), and how many failed

@@ -68,7 +68,9 @@ def local_steps_task() -> int:
 def local_probe_task() -> int:
     """Probe the local-process driver's due processes (beat, every second). One round at a
     time: a round still probing when the next tick comes makes that tick do nothing."""
-    lock = redis_client().lock(f"{settings.CELERY_TASK_DEFAULT_QUEUE}:local-probe-round", timeout=60)
+    # A round lasts about its slowest probe (5 s at most); a worker killed mid-round leaves the
+    # lock to expire soon after.
+    lock = redis_client().lock(f"{settings.CELERY_TASK_DEFAULT_QUEUE}:local-probe-round", timeout=15)
     if not lock.acquire(blocking=False):
         return 0
     try:

@@ -45,7 +45,7 @@ from fleet import clock, events
 from fleet.drivers.base import PowerAction, first_time
 from fleet.drivers.local import images
 from fleet.drivers.local.probe import Answer, ProbeSpec, ProbeTracker, probe_all
-from fleet.drivers.local.procfs import programs_under
+from fleet.drivers.local.procfs import command_line, programs_under
 from fleet.images import ImageRef
 from fleet.models import (
     DriverName,
@@ -60,8 +60,6 @@ from fleet.models import (
 
 log = logging.getLogger(__name__)
 
-# How long a tick may take to carry out an instance's due steps before another may try again.
-STEP_LEASE = dt.timedelta(seconds=60)
 # How long one tick may spend carrying out steps before it leaves the rest to the next tick.
 STEP_BUDGET_SECONDS = 20.0
 # A process asked to stop gets this long to exit before it is killed.
@@ -196,7 +194,12 @@ class LocalProcessDriver:
         transaction.on_commit(request_tick)
 
     def advance(self, now: dt.datetime) -> int:
-        return sum(len(pks) for pks in run_due_steps(now, scale_set_ids=[self.scale_set.pk]).values())
+        """The set's due steps, then its due probes: a run about to judge its batch (the
+        engine's catch-up) sees the instances as they are now, even after an outage of the
+        workers that run the ticks and the probe rounds."""
+        steps = run_due_steps(now, scale_set_ids=[self.scale_set.pk])
+        probed = probe_round(now, scale_set_ids=[self.scale_set.pk])
+        return len({pk for pks in [*steps.values(), *probed.values()] for pk in pks})
 
     # --- planning -------------------------------------------------------------------------
 
@@ -276,7 +279,7 @@ def run_due_steps(
     now: dt.datetime | None = None, *, scale_set_ids: Sequence[int] | None = None, limit: int = 200
 ) -> dict[int, list[int]]:
     """Carry out the due steps of local-process instances; returns the changed instance pks
-    by scale set. Rows are claimed for STEP_LEASE first, so two ticks never work on the same
+    by scale set. Rows are claimed for LOCAL_STEP_LEASE_SECONDS first, so two ticks never work on the same
     instance; the result is written back only if no new action replaced the plan meanwhile
     (the facts about the process — its pid and port — are written in any case)."""
     now = now or clock.now()
@@ -285,7 +288,7 @@ def run_due_steps(
         due = due.filter(scale_set_id__in=list(scale_set_ids))
     if not due.exists():
         return {}  # nothing due: no write transaction (on SQLite, no write lock)
-    lease = now + STEP_LEASE
+    lease = now + dt.timedelta(seconds=settings.LOCAL_STEP_LEASE_SECONDS)
     with transaction.atomic():
         # Only the instance rows are locked (not their set's), and rows another tick holds are
         # skipped, not waited for.
@@ -301,7 +304,7 @@ def run_due_steps(
     processes = {p.instance_id: p for p in InstanceProcess.objects.filter(instance_id__in=claimed)}
     drivers: dict[int, _Steps] = {}
     changed: dict[int, list[int]] = defaultdict(list)
-    budget_ends = time.monotonic() + STEP_BUDGET_SECONDS
+    budget_ends = time.monotonic() + min(STEP_BUDGET_SECONDS, settings.LOCAL_STEP_LEASE_SECONDS / 2)
     for row in rows:
         if time.monotonic() > budget_ends:
             # The rest go back to being due now, for the next tick (well within the task's time
@@ -424,15 +427,17 @@ class _Steps:
     def _stop(
         self, instance: Instance, process: InstanceProcess, step: dict[str, Any], now: dt.datetime, outcome: _Outcome
     ) -> bool:
-        directory = instance_directory(instance)
-        if not process.pid or not process_alive(process.pid, directory):
+        # Every live program of the instance, the recorded one or not: a worker killed between
+        # starting a process and recording it leaves one the row does not name.
+        running = [pid for pid, _program in live_programs(instance)]
+        if not running:
             process.pid, process.started_at, process.probe_due_at = None, None, None
             return True
         if "kill_at" not in step:
             step["kill_at"] = (now + STOP_GRACE).isoformat()
-            _signal(process.pid, signal.SIGTERM)
-        elif now >= dt.datetime.fromisoformat(step["kill_at"]):
-            _signal(process.pid, signal.SIGKILL)
+        signum = signal.SIGKILL if now >= dt.datetime.fromisoformat(step["kill_at"]) else signal.SIGTERM
+        for pid in running:
+            _signal(pid, signum)
         outcome.waiting_until = now + EXIT_POLL
         return False
 
@@ -487,8 +492,17 @@ class _Steps:
     def _start(
         self, instance: Instance, process: InstanceProcess, step: dict[str, Any], now: dt.datetime, outcome: _Outcome
     ) -> bool:
-        directory = instance_directory(instance)
-        if not (process.pid and process_alive(process.pid, directory)):
+        current = os_directory(instance) / images.PROGRAM_FILE
+        live = live_programs(instance)
+        for pid, program in live:
+            if program != current:
+                _signal(pid, signal.SIGKILL)  # a program of another OS disk has no business running
+        adopted = next((pid for pid, program in live if program == current), None)
+        if adopted is not None and adopted != process.pid:
+            # Started by a tick that died before recording it: adopt it, never start a second.
+            process.pid, process.port = adopted, _port_of(adopted) or process.port
+            process.started_at, process.probe, process.probe_due_at = now, {}, now
+        if adopted is None:
             if not (os_directory(instance) / images.IMAGE_FILE).exists():
                 # Never booted here (a new instance), or its OS directory was lost: make it.
                 self._os_disk(instance, process, step, now, outcome)
@@ -620,6 +634,20 @@ def process_alive(pid: int, directory: Path) -> bool:
     return state != b"Z" and f"{directory}/".encode() in arguments
 
 
+def live_programs(instance: Instance) -> list[tuple[int, Path]]:
+    """The instance's programs that are running (pid, program path), found by command line."""
+    directory = instance_directory(instance)
+    return [(pid, program) for pid, program in programs_under(directory) if process_alive(pid, directory)]
+
+
+def _port_of(pid: int) -> int | None:
+    arguments = command_line(pid)
+    if "--port" in arguments[:-1]:
+        value = arguments[arguments.index("--port") + 1]
+        return int(value) if value.isdigit() else None
+    return None
+
+
 def _signal(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)  # the process leads its own session (start_new_session)
@@ -688,23 +716,24 @@ def probe_interval(scale_set: ScaleSet) -> float:
     return spec.interval_seconds if spec else LIVENESS_INTERVAL.total_seconds()
 
 
-def probe_round(now: dt.datetime | None = None, *, limit: int = 1000) -> dict[int, list[int]]:
+def probe_round(
+    now: dt.datetime | None = None, *, scale_set_ids: Sequence[int] | None = None, limit: int = 1000
+) -> dict[int, list[int]]:
     """Check every due running process for life and probe it by its set's health source;
     write the health states that changed (R-H-2, R-H-3). Returns changed pks by set.
 
     A process that is gone (exited, killed by hand) makes its instance Unhealthy at once,
     with the reason in last_error. Instances with an action in flight are left to it."""
     now = now or clock.now()
-    due = list(
-        InstanceProcess.objects.filter(
-            probe_due_at__lte=now,
-            instance__scale_set__driver=DriverName.LOCAL,
-            instance__power_state=PowerState.RUNNING,
-            instance__driver_due_at__isnull=True,
-        )
-        .select_related("instance__scale_set")
-        .order_by("probe_due_at")[:limit]
+    due_processes = InstanceProcess.objects.filter(
+        probe_due_at__lte=now,
+        instance__scale_set__driver=DriverName.LOCAL,
+        instance__power_state=PowerState.RUNNING,
+        instance__driver_due_at__isnull=True,
     )
+    if scale_set_ids is not None:
+        due_processes = due_processes.filter(instance__scale_set_id__in=list(scale_set_ids))
+    due = list(due_processes.select_related("instance__scale_set").order_by("probe_due_at")[:limit])
     if not due:
         return {}
     specs: dict[int, ProbeSpec | None] = {}
@@ -840,7 +869,8 @@ def orphan_processes() -> list[tuple[int, Path]]:
         (p.pid, str(instance_directory(p.instance)))
         for p in InstanceProcess.objects.filter(pid__isnull=False).select_related("instance__scale_set")
     }
-    return [(pid, directory) for pid, directory in programs_under(root) if (pid, str(directory)) not in known]
+    found = [(pid, program.parent.parent.parent) for pid, program in programs_under(root)]
+    return [(pid, directory) for pid, directory in found if (pid, str(directory)) not in known]
 
 
 def request_tick() -> None:
