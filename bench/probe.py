@@ -92,7 +92,6 @@ from bench.common import (
     spread,
     throwaway_database,
 )
-from fleet.drivers.local.procfs import programs_under
 
 APP = {"image_publisher": "Contoso", "image_offer": "DemoApp", "image_sku": "app"}
 OLD_APP_VERSION = "1.0.0"
@@ -176,6 +175,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _programs_under(root: Path) -> list[int]:
+    """Pids of the processes whose program (their first argument) lives under `root`. As
+    fleet.drivers.local.procfs.programs_under, which cannot be imported here: importing the
+    fleet package needs Django's settings, and the parent never loads Django."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(arguments) > 1 and arguments[1].decode(errors="replace").startswith(f"{root}/"):
+            found.append(int(entry.name))
+    return found
+
+
 @contextmanager
 def _scratch(prefix: str) -> Iterator[Path]:
     """A temporary directory for one child's image store and instances. Afterwards any program
@@ -185,7 +201,7 @@ def _scratch(prefix: str) -> Iterator[Path]:
     try:
         yield workdir
     finally:
-        for pid, _program in programs_under(workdir):
+        for pid in _programs_under(workdir):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)

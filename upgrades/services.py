@@ -7,7 +7,7 @@ Each validates first and writes in one transaction; the engine then moves the ru
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -761,7 +761,7 @@ def scale_set_update(
         # those whose value changed.
         settings_before = {name: getattr(fresh, name, None) for name in settings or {}}
         capacity_before = fresh.capacity
-        extensions_before = _extension_settings(fresh)
+        extensions_before = _extension_settings(fresh.extensions.all())
         if settings:
             _settings_apply(fresh, settings)
         if capacity is not None and capacity != fresh.capacity:
@@ -786,7 +786,7 @@ def scale_set_update(
         changed += [f"{name} → {value}" for name, value in sorted(changes.items())]
         if fresh.capacity != capacity_before:
             changed.append(f"capacity {capacity_before} → {fresh.capacity}")
-        if extensions_changed or _extension_settings(fresh) != extensions_before:
+        if extensions_changed or _extension_settings(rows) != extensions_before:
             changed.append("extensions")
         if changed:
             audit.record(
@@ -833,12 +833,12 @@ def _capacity_set(scale_set: ScaleSet, capacity: int) -> None:
     scale_set.save(update_fields=["capacity"])
 
 
-def _extension_settings(scale_set: ScaleSet) -> list[tuple[Any, ...]]:
+def _extension_settings(extensions: Iterable[ScaleSetExtension]) -> list[tuple[Any, ...]]:
     """What of the extension profile an update may change, to tell whether it did."""
-    return [
+    return sorted(
         (ext.name, ext.type_handler_version, ext.enable_automatic_upgrade, ext.auto_upgrade_minor_version)
-        for ext in scale_set.extensions.order_by("name")
-    ]
+        for ext in extensions
+    )
 
 
 def _extensions_replace(scale_set: ScaleSet, specs: list[dict[str, Any]]) -> bool:

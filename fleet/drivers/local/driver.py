@@ -593,8 +593,7 @@ def start_process(instance: Instance, spec: ProbeSpec | None, *, port: int | Non
     """Start the instance's program from its OS directory on a port of its own (the one it
     had, if free); a session of its own, so it outlives the worker that started it."""
     directory = instance_directory(instance)
-    if port is None or not _port_free(port):
-        port = _free_port()
+    port = _port_for(instance, previous=port)
     program = os_directory(instance) / "program.py"
     protocol = spec.protocol if spec else "http"
     with (directory / "process.log").open("ab") as stderr:
@@ -655,6 +654,22 @@ def _signal(pid: int, signum: int) -> None:
         pass
     except PermissionError:
         os.kill(pid, signum)
+
+
+# Each instance's own port comes from a range below Linux's ephemeral ports (32768 and up), by
+# its primary key: two instances never ask for the same one, and the kernel never hands one out
+# to another process's outgoing connection. (Ports the kernel picks with bind(0) can be handed
+# out twice before the programs bind them: two instances started in the same tick collided.)
+PORT_BASE = 20_000
+PORT_SPAN = 12_000
+
+
+def _port_for(instance: Instance, *, previous: int | None) -> int:
+    """The port it had, else its own from the range; a free ephemeral one if both are taken."""
+    for port in (previous, PORT_BASE + instance.pk % PORT_SPAN):
+        if port and _port_free(port):
+            return port
+    return _free_port()
 
 
 def _free_port() -> int:
