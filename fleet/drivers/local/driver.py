@@ -707,6 +707,11 @@ def _keep_two_os_directories(instance: Instance) -> None:
 # --- health ---------------------------------------------------------------------------------------
 
 
+# How the probe round words its reasons in last_error (and so knows them again to clear them).
+_NOT_RUNNING = "The instance's process"
+_PROBE_SAID = "Health probe"
+
+
 def probe_spec(scale_set: ScaleSet, extensions: Sequence[ScaleSetExtension]) -> ProbeSpec | None:
     """The set's probe (R-H-1, R-H-2) in real seconds: its interval and grace period are
     compressed by TIME_SCALE, as the health wait of an upgrade batch is, so the two keep their
@@ -771,14 +776,14 @@ def probe_round(
         health, error = instance.health_state, instance.last_error
         if not alive[process.pk]:
             health = HealthState.UNHEALTHY
-            error = f"The instance's process (pid {process.pid}) is not running: it exited or was killed."
+            error = f"{_NOT_RUNNING} (pid {process.pid}) is not running: it exited or was killed."
             process.last_answer = "process not running"
             process.probe_due_at = now + LIVENESS_INTERVAL
         elif spec is None:
             process.probe_due_at = now + LIVENESS_INTERVAL
             if instance.provisioning_state == ProvisioningState.SUCCEEDED:
                 health = HealthState.HEALTHY  # R-H-3
-                error = "" if error.startswith("The instance's process") else error
+                error = "" if error.startswith(_NOT_RUNNING) else error
         else:
             answer: Answer = answers.get(process.pk) or Answer("Unknown", "not probed")
             tracker = (
@@ -790,8 +795,12 @@ def probe_round(
             process.probe = tracker.to_json()
             process.last_answer = answer.detail[:200]
             process.probe_due_at = tracker.next_probe_at(now)
-            if error.startswith("The instance's process"):
+            if error.startswith((_NOT_RUNNING, _PROBE_SAID)):
                 error = ""
+            if health in (HealthState.UNHEALTHY, HealthState.UNKNOWN) and not error:
+                # What the probe heard is the reason an upgrade gives for the instance (the run
+                # page, the heatmap's hover), not just "not healthy within the health wait".
+                error = f"{_PROBE_SAID} {spec.endpoint}: {answer.detail}"[:500]
         if instance.under_maintenance and health == HealthState.HEALTHY:
             health = HealthState.UNHEALTHY
         if instance.provisioning_state == ProvisioningState.FAILED:

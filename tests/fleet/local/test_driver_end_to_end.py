@@ -190,6 +190,8 @@ def test_an_image_that_answers_unhealthy_trips_the_gates_and_automatic_rollback_
     run = wait_for(automatic_run, timeout=120, what="the automatic upgrade to end", logs=running.log_tail)
     assert run.status == RunStatus.FAULTED, (run.status, run.error_message)
     first_batch = run.batches.get(index=0)
+    reasons = set(run.outcomes.filter(batch__index=0).values_list("reason", flat=True))
+    assert all("ApplicationHealthState Unhealthy" in r for r in reasons), reasons
     assert run.rolled_back_count == first_batch.size  # every instance of it answered Unhealthy
     after = all_healthy(scale_set, running)
     # R-ROLLBACK-1: the instances it upgraded boot the previous OS directory again
@@ -213,6 +215,9 @@ def test_an_image_that_never_listens_fails_the_batch_on_probes_refused(running: 
     # R-H-2: refused connections are Unknown; past the grace period an http endpoint stays Unknown
     assert {i.health_state for i in broken} == {HealthState.UNKNOWN}
     assert all("refused" in i.process.last_answer for i in broken)
+    # the run says why, in the probe's words
+    reasons = set(run.outcomes.filter(batch__index=0).values_list("reason", flat=True))
+    assert all("Health probe http :8080/health" in r and "refused" in r for r in reasons), reasons
     # the gate stopped the run after its first batch: the others were never touched
     assert scale_set.instances.exclude(pk__in=first_batch).filter(os_image=key("1.0.0")).count() == 4 - len(first_batch)
     assert_data_intact(list(scale_set.instances.all()), written)
