@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "resume":
             count = local.resume_all()
-            self.stdout.write(f"{count} instance(s) to start again; the worker starts them.")
+            self.stdout.write(f"{count} instance(s) recorded as running have no process: the worker starts them.")
         elif action == "stop":
             count = local.stop_all() + local.stop_processes(local.orphan_processes())
             self.stdout.write(f"Stopped {count} process(es).")
